@@ -1,0 +1,89 @@
+"""``python run_benchmark.py``: the command line of the benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .data import DATA_DIR_ENV, resolve_data_dir
+from .errors import UserError
+
+EPILOG = f"""
+examples:
+  python run_benchmark.py                                   # the quick space, local Ray
+  python run_benchmark.py --space reference --data-dir ~/data
+  python run_benchmark.py --space reference --architectures convnet,stnet --seeds 0,1
+  python run_benchmark.py --address auto                    # on a node of a running Ray cluster
+
+data directory: --data-dir, else ${DATA_DIR_ENV}, else ./datasets (downloaded there when missing).
+Rerunning the same command continues a benchmark: trials already in the store are skipped.
+"""
+
+
+def _csv(kind):
+    def parse(text: str):
+        return [kind(v) for v in text.split(",") if v.strip()]
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_benchmark.py", description="Benchmark Spatial Transformer and CoordConv classifiers with Ray Tune.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", default=None, metavar="FILE|NAME",
+                   help="search-space YAML, or the name of one in search_spaces/ (default: quick)")
+    p.add_argument("--results-dir", default="results", metavar="DIR",
+                   help="results store: Parquet tables and best weights (default: ./results)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help=f"dataset root holding MNIST/raw etc. (default: ${DATA_DIR_ENV}, else ./datasets)")
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="Ray cluster to join ('auto' on a cluster node, or HOST:PORT); default: $RAY_ADDRESS, else a local Ray")
+    p.add_argument("--max-concurrent", type=int, default=None, metavar="N",
+                   help="at most N trials at once (default: as many as the trial resources allow)")
+    p.add_argument("--architectures", type=_csv(str), default=None, metavar="A,B",
+                   help="run only these architectures of the space")
+    p.add_argument("--datasets", type=_csv(str), default=None, metavar="D,E", help="run only these datasets of the space")
+    p.add_argument("--seeds", type=_csv(int), default=None, metavar="0,1", help="run only these seeds of the space")
+    p.add_argument("--no-download", action="store_true", help="never download datasets; fail if files are missing")
+    p.add_argument("--retry-errored", action="store_true",
+                   help="run again trials that ended in error in an earlier run (default: keep them)")
+    p.add_argument("--quiet", action="store_true", help="no progress table")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return _main(args)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to continue; finished trials are kept", file=sys.stderr)
+        return 130
+
+
+def _main(args) -> int:
+    from pathlib import Path
+
+    from . import driver
+    from .space import load_space
+
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise UserError(f"--max-concurrent: must be ≥ 1 (got {args.max_concurrent})")
+    space, text = load_space(args.space)
+    trials = driver.select(space.trials(), args.architectures, args.datasets, args.seeds)
+    t0 = time.perf_counter()
+    outcome = driver.run(space, text, trials=trials, results_dir=Path(args.results_dir),
+                         data_dir=resolve_data_dir(args.data_dir), address=args.address,
+                         max_concurrent=args.max_concurrent, download=not args.no_download,
+                         retry_errored=args.retry_errored, verbose=0 if args.quiet else 1)
+    ran = ", ".join(f"{n} {status}" for status, n in sorted(outcome.statuses.items())) or "nothing to run"
+    print(f"stbench: run {outcome.run_id} finished in {time.perf_counter() - t0:.0f} s: {ran}; "
+          f"{outcome.skipped} of {outcome.total} trials already in the store {Path(args.results_dir).resolve()}")
+    failed = outcome.statuses.get("error", 0)
+    return 1 if failed else 0

@@ -1,0 +1,15 @@
+"""Dataset registry: a name maps to an object with ``prepare(data_dir, download)``,
+``split_sizes(data_dir)`` and ``load(data_dir, val_size, split_seed, train_limit, test_limit)``.
+
+Adding a dataset is one file with such an object and one line here.
+"""
+
+from .base import DATA_DIR_ENV, ImageSplits, resolve_data_dir, validation_split
+from .mnist import FASHION_MNIST, MNIST
+
+DATASETS = {
+    "mnist": MNIST,
+    "fashion_mnist": FASHION_MNIST,
+}
+
+__all__ = ["DATASETS", "DATA_DIR_ENV", "ImageSplits", "resolve_data_dir", "validation_split"]

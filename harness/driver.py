@@ -1,0 +1,162 @@
+"""Orchestration: check everything, then fan the grid out over Ray Tune.
+
+Everything that can be wrong with the input is checked here before Ray starts
+(search space, data files, split sizes, results directory), so a mistake costs
+seconds, not a cluster's worth of failed trials. Trials already finished in the
+store are skipped, so rerunning the same command continues a benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from .data import DATASETS
+from .errors import UserError
+from .provenance import driver_provenance
+from .space import SearchSpace
+from .store import ResultsStore, now
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    total: int
+    skipped: int
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+def new_run_id() -> str:
+    return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def trial_name(trial) -> str:
+    t = trial.config["trial"]
+    return f"{t['architecture']}-{t['dataset']}-s{t['seed']}-{t['trial_id'][:6]}"
+
+
+def preflight(space: SearchSpace, trials: list[dict], data_dir: Path, download: bool) -> None:
+    """Dataset files present and well-formed; every split big enough for its batch size."""
+    for name in sorted({t["dataset"] for t in trials}):
+        dataset = DATASETS[name]
+        dataset.prepare(data_dir, download=download)
+        n_train, n_test = dataset.split_sizes(data_dir)
+        training = space.training_for(name)
+        where = f"datasets.{name}"
+        if training.val_size >= n_train:
+            raise UserError(f"{where}.val_size: {training.val_size} leaves no training images "
+                            f"({n_train} in the training split); allowed: 1..{n_train - 1}")
+        n_fit = min(training.train_limit or n_train, n_train - training.val_size)
+        if training.batch_size > n_fit:
+            raise UserError(f"{where}.batch_size: {training.batch_size} is larger than the training split "
+                            f"({n_fit} images); allowed: 1..{n_fit}")
+
+
+def select(trials: list[dict], architectures=None, datasets=None, seeds=None) -> list[dict]:
+    """Restrict the grid from the command line; a name the space does not contain is an error."""
+    for key, wanted in (("architecture", architectures), ("dataset", datasets), ("seed", seeds)):
+        if wanted is None:
+            continue
+        present = sorted({t[key] for t in trials}, key=str)
+        unknown = [w for w in wanted if w not in present]
+        if unknown:
+            raise UserError(f"--{key}s: {', '.join(map(str, unknown))} not in the search space; "
+                            f"allowed: {', '.join(map(str, present))}")
+        trials = [t for t in trials if t[key] in wanted]
+    return trials
+
+
+def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Path, trials: list[dict] | None = None,
+        address: str | None = None, max_concurrent: int | None = None, download: bool = True,
+        retry_errored: bool = False, verbose: int = 1) -> Outcome:
+    trials = space.trials() if trials is None else trials
+    store = ResultsStore.open(results_dir)
+    preflight(space, trials, data_dir, download)
+
+    done_statuses = ("complete", "diverged") if retry_errored else ("complete", "diverged", "error")
+    done = store.finished_trial_ids(done_statuses)
+    pending = [t for t in trials if t["trial_id"] not in done]
+    run_id = new_run_id()
+    outcome = Outcome(run_id, total=len(trials), skipped=len(trials) - len(pending))
+    if verbose:
+        print(f"stbench: {len(trials)} trials in '{space.name}', {outcome.skipped} already in {results_dir}, "
+              f"{len(pending)} to run (run {run_id})")
+    if not pending:
+        return outcome
+
+    provenance = driver_provenance()
+    run_row = {"run_id": run_id, "space": space.name, "space_yaml": space_yaml, "command": provenance.pop("argv"),
+               "address": address or os.environ.get("RAY_ADDRESS") or "local",
+               "trials_total": len(trials), "trials_skipped": outcome.skipped, "started_at": now(),
+               "provenance_json": json.dumps(provenance, sort_keys=True)}
+    store.put_run(run_row)
+    trial_provenance = {k: provenance[k] for k in (
+        "git_commit", "git_dirty", "python_version", "torch_version", "torchvision_version", "ray_version", "optuna_version")}
+
+    started_ray = _connect(address)
+    try:
+        _fit(space, pending, store, run_id, trial_provenance, results_dir, data_dir, max_concurrent, verbose)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+        store.put_run({**run_row, "finished_at": now()})
+
+    finished = store.trials()
+    finished = finished[finished["trial_id"].isin({t["trial_id"] for t in trials})]
+    outcome.statuses = finished["status"].value_counts().to_dict()
+    return outcome
+
+
+def _connect(address: str | None) -> bool:
+    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), or start a local Ray; True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address, include_dashboard=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"--address {address or os.environ.get('RAY_ADDRESS')}: no Ray cluster answered ({first}); "
+                        "start one (`ray start --head` or `ray up cluster.yaml`) or drop --address to run locally") from None
+    return True
+
+
+def _fit(space, pending, store, run_id, trial_provenance, results_dir, data_dir, max_concurrent, verbose) -> None:
+    from ray import tune
+
+    from .callbacks import StoreCallback
+    from .train import trainable
+
+    # Tune's classic table shows the columns a researcher scans for (its newer output prints every result).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    reporter = tune.CLIReporter(
+        parameter_columns={"trial/architecture": "architecture", "trial/dataset": "dataset", "trial/seed": "seed"},
+        metric_columns={"epoch": "epoch", "train_loss": "train loss", "val_acc": "val acc",
+                        "test_acc": "test acc", "images_per_s": "img/s"},
+        max_report_frequency=20, print_intermediate_tables=True,
+    )
+    resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources),
+        param_space={"trial": tune.grid_search(pending), "data_dir": str(data_dir), "cpus": space.resources.cpu},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=max_concurrent, reuse_actors=True,
+            trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=run_id, storage_path=str(Path(results_dir).resolve() / "ray"),
+            callbacks=[StoreCallback(store, run_id, space.name, trial_provenance)],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=space.max_failures),
+            progress_reporter=reporter, verbose=1 if verbose else 0,
+        ),
+    )
+    tuner.fit()

@@ -1,0 +1,231 @@
+"""Search spaces: a YAML file, validated by a typed schema, expanded into trial configs.
+
+Validation happens before Ray starts, and every problem becomes one line naming
+the field, what was wrong and the allowed values. A trial's identity is a hash of
+everything that changes its result (architecture, dataset, seed, model options,
+training hyper-parameters), so the same trial run twice has the same id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from .data import DATASETS
+from .errors import UserError
+from .models import MODELS
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SPACES_DIR = REPO_ROOT / "search_spaces"
+DEFAULT_SPACE = "quick"
+
+ArchitectureName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
+DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
+
+Strict = ConfigDict(extra="forbid")
+
+
+class Training(BaseModel):
+    """Hyper-parameters of one trial; defaults follow the reference study (SGD, batch 64)."""
+
+    model_config = Strict
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    loc_lr: Optional[float] = Field(None, gt=0, description="absolute learning rate of the localization network")
+    loc_lr_mult: Optional[float] = Field(None, gt=0, description="localization lr as a multiple of lr")
+    seeds: Union[int, list[int]] = Field(1, description="a count (seeds 0..n-1) or an explicit list")
+    val_size: int = Field(5000, ge=1)
+    split_seed: int = Field(0, ge=0)
+    train_limit: Optional[int] = Field(None, ge=1)
+    test_limit: Optional[int] = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_loc_lr(self):
+        if self.loc_lr is not None and self.loc_lr_mult is not None:
+            raise ValueError("give loc_lr or loc_lr_mult, not both")
+        seeds = self.seeds
+        if (isinstance(seeds, int) and seeds < 1) or (
+            isinstance(seeds, list) and (not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds))
+        ):
+            raise ValueError(f"seeds: must be a count ≥ 1 or a non-empty list of distinct seeds ≥ 0 (got {seeds!r})")
+        return self
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+def _partial(model: type[BaseModel]) -> type[BaseModel]:
+    """The same fields, all optional and unset by default: a per-dataset override."""
+    fields = {
+        name: (Optional[Annotated[(f.annotation, *f.metadata)]] if f.metadata else Optional[f.annotation], None)
+        for name, f in model.model_fields.items()
+    }
+    return create_model(f"{model.__name__}Override", __config__=Strict, **fields)
+
+
+TrainingOverride = _partial(Training)
+
+
+class Resources(BaseModel):
+    """What one trial asks Ray for; fractional GPUs let small trials share a device."""
+
+    model_config = Strict
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class SearchSpace(BaseModel):
+    model_config = Strict
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    architectures: list[ArchitectureName] = Field(min_length=1)
+    datasets: dict[DatasetName, TrainingOverride] = Field(min_length=1)  # type: ignore[valid-type]
+    training: Training = Training()
+    model_options: dict[ArchitectureName, dict[str, Any]] = {}
+    resources: Resources = Resources()
+    max_failures: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _known_model_options(self):
+        for arch, options in self.model_options.items():
+            allowed = [p for p in inspect.signature(MODELS[arch]).parameters if p not in ("in_shape", "num_classes")]
+            unknown = sorted(set(options) - set(allowed))
+            if unknown:
+                raise ValueError(f"model_options.{arch}: unknown option {unknown[0]!r}; allowed: {', '.join(allowed) or 'none'}")
+        return self
+
+    def training_for(self, dataset: str) -> Training:
+        """Defaults merged with the dataset's overrides (validated again as a whole)."""
+        override = self.datasets[dataset].model_dump(exclude_none=True)
+        return Training.model_validate({**self.training.model_dump(), **override})
+
+    def trials(self) -> list[dict]:
+        """The grid architecture × dataset × seed as plain trial configs."""
+        out = []
+        for dataset in self.datasets:
+            training = self.training_for(dataset)
+            hyper = training.model_dump(exclude={"seeds"})
+            for architecture in self.architectures:
+                for seed in training.seed_list():
+                    trial = {
+                        "architecture": architecture,
+                        "dataset": dataset,
+                        "seed": seed,
+                        "model_options": dict(self.model_options.get(architecture, {})),
+                        "training": hyper,
+                    }
+                    trial["trial_id"] = trial_id(trial)
+                    out.append(trial)
+        return out
+
+
+def trial_id(trial: dict) -> str:
+    """Stable identity: a hash of what determines the trial's result."""
+    key = {k: trial[k] for k in ("architecture", "dataset", "seed", "model_options", "training")}
+    blob = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def resolve_space_path(space: str | Path | None) -> Path:
+    """A path to a YAML file, or the name of one in ``search_spaces/``."""
+    space = space or DEFAULT_SPACE
+    path = Path(space)
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    candidate = SPACES_DIR / f"{space}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+    raise UserError(f"--space: no search space named {space!r}; allowed: a YAML path or one of {', '.join(names)}")
+
+
+def load_space(space: str | Path | None = None) -> tuple[SearchSpace, str]:
+    """Read and validate a search space; return it with its YAML text (kept as provenance)."""
+    path = resolve_space_path(space)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UserError(f"--space: cannot read {path}: {e.strerror}") from None
+    return parse_space(text, source=str(path)), text
+
+
+def parse_space(text: str, source: str = "<search space>") -> SearchSpace:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{source}: malformed YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: expected a mapping of keys (name, architectures, datasets, ...), got {type(raw).__name__}")
+    try:
+        space = SearchSpace.model_validate(raw)
+        for dataset in space.datasets:
+            try:
+                space.training_for(dataset)
+            except ValidationError as e:
+                raise UserError(f"{source}: {format_errors(e, Training, prefix=('datasets', dataset))}") from None
+    except ValidationError as e:
+        raise UserError(f"{source}: {format_errors(e, SearchSpace)}") from None
+    return space
+
+
+def format_errors(error: ValidationError, model: type[BaseModel], prefix: tuple = ()) -> str:
+    """All of pydantic's errors on one line: ``field.path: what is wrong (got X); allowed: ...``."""
+    parts = []
+    for err in error.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or "-" in p)))
+        field = ".".join(str(p) for p in prefix + loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            allowed = _fields_at(model, loc[:-1])
+            parts.append(f"{field}: unknown key; allowed: {', '.join(allowed)}")
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = "" if err["type"] == "missing" or isinstance(got, (dict, list)) else f" (got {got!r})"
+        parts.append(f"{field}: {msg}{shown}")
+    seen = list(dict.fromkeys(parts))  # a union reports each branch; keep each message once
+    return "; ".join(seen)
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the (nested) model found at ``loc``, for 'unknown key' messages."""
+    tp: Any = model
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(part)
+            if field is None:
+                return []
+            tp = field.annotation
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        elif get_origin(tp) is list:
+            tp = get_args(tp)[0]
+    tp = _unwrap(tp)
+    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+
+
+def _unwrap(tp: Any) -> Any:
+    """Optional[X] / Annotated[X, ...] → X, where X is the one model among the members."""
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    if get_origin(tp) is Union:
+        models = [a for a in get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if len(models) == 1:
+            return models[0]
+    return tp

@@ -1,0 +1,288 @@
+"""The results store: a directory of Parquet files, the benchmark's source of truth.
+
+Layout (``SCHEMA_VERSION`` in ``store.json``)::
+
+    store.json                  schema version, creation time
+    epochs/<trial_id>.parquet   one row per trial × epoch
+    trials/<trial_id>.parquet   one row per finished trial (complete, diverged or error)
+    runs/<run_id>.parquet       one row per benchmark invocation: search space, provenance
+    checkpoints/<trial_id>.pt   the best-validation weights of each finished trial
+
+One file per trial keeps writes small and makes duplicates impossible by
+construction: a trial's epoch file is only ever replaced by a superset of itself
+(rows are added, never removed). Every write goes to a hidden temporary file that
+is then renamed over the target, so a reader, or a run killed mid-write, never
+sees half a file; pyarrow's dataset reader skips the hidden files. Only the
+driver writes here (through a Tune callback), so trials on other nodes need no
+access to this directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from .errors import UserError
+
+SCHEMA_VERSION = 1
+TMP_PREFIX = ".tmp-"
+FINISHED = ("complete", "diverged")  # trials that a rerun skips; "error" is retried on request
+
+_ID = [("trial_id", pa.string()), ("run_id", pa.string()), ("architecture", pa.string()),
+       ("dataset", pa.string()), ("seed", pa.int64())]
+
+EPOCHS = pa.schema(_ID + [
+    ("epoch", pa.int64()),
+    ("train_loss", pa.float64()), ("train_acc", pa.float64()),
+    ("val_loss", pa.float64()), ("val_acc", pa.float64()),
+    ("train_time_s", pa.float64()), ("eval_time_s", pa.float64()),
+    ("images_per_s", pa.float64()),
+    ("reported_at", pa.timestamp("us", tz="UTC")),
+])
+
+TRIALS = pa.schema(_ID + [
+    ("space", pa.string()),
+    ("status", pa.string()), ("error", pa.string()),
+    ("epochs_completed", pa.int64()), ("diverged_epoch", pa.int64()),
+    ("best_epoch", pa.int64()), ("best_val_acc", pa.float64()),
+    ("test_loss", pa.float64()), ("test_acc", pa.float64()),
+    ("num_params", pa.int64()),
+    ("train_time_s", pa.float64()), ("eval_time_s", pa.float64()),
+    ("config_json", pa.string()),
+    ("hostname", pa.string()), ("node_ip", pa.string()), ("node_id", pa.string()),
+    ("device", pa.string()), ("cpu_model", pa.string()), ("gpu_model", pa.string()),
+    ("git_commit", pa.string()), ("git_dirty", pa.bool_()),
+    ("python_version", pa.string()), ("torch_version", pa.string()),
+    ("torchvision_version", pa.string()), ("ray_version", pa.string()), ("optuna_version", pa.string()),
+    ("finished_at", pa.timestamp("us", tz="UTC")),
+])
+
+RUNS = pa.schema([
+    ("run_id", pa.string()), ("space", pa.string()), ("space_yaml", pa.string()),
+    ("command", pa.string()), ("address", pa.string()),
+    ("trials_total", pa.int64()), ("trials_skipped", pa.int64()),
+    ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
+    ("provenance_json", pa.string()),
+])
+
+TABLES = {"epochs": EPOCHS, "trials": TRIALS, "runs": RUNS}
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ResultsStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    # -- opening ------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: str | os.PathLike, create: bool = True) -> "ResultsStore":
+        """Open (and by default create) a store; a clear UserError if the directory cannot serve."""
+        root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise UserError(f"--results-dir: {root} is a file, not a directory; pass a directory path")
+        manifest = root / "store.json"
+        if manifest.exists():
+            try:
+                version = json.loads(manifest.read_text())["schema_version"]
+            except (ValueError, KeyError, OSError):
+                raise UserError(f"--results-dir: {manifest} is unreadable or corrupt; restore it or use another directory") from None
+            if version != SCHEMA_VERSION:
+                raise UserError(
+                    f"--results-dir: {root} holds a results store of schema version {version}; this stbench "
+                    f"reads and writes version {SCHEMA_VERSION}; use another --results-dir"
+                )
+        elif not create:
+            raise UserError(f"{root} is not a results store (no store.json); run the benchmark first or pass the right directory")
+        store = cls(root)
+        if create:
+            try:
+                for table in (*TABLES, "checkpoints"):
+                    (root / table).mkdir(parents=True, exist_ok=True)
+                probe = root / f"{TMP_PREFIX}probe-{uuid.uuid4().hex}"
+                probe.write_bytes(b"")
+                probe.unlink()
+                if not manifest.exists():
+                    store._atomic_write_bytes(manifest, json.dumps(
+                        {"schema_version": SCHEMA_VERSION, "created_at": now().isoformat()}, indent=2).encode())
+            except OSError as e:
+                raise UserError(f"--results-dir: {root} is not writable ({e.strerror}); choose a directory you can write to") from None
+        return store
+
+    # -- writing ------------------------------------------------------------------------------
+    def put_epochs(self, trial_id: str, rows: list[dict]) -> list[dict]:
+        """Add epoch rows for one trial; a row for an epoch already stored replaces it (a retried epoch)."""
+        by_epoch = {r["epoch"]: r for r in self._trial_rows(trial_id)}
+        by_epoch.update({r["epoch"]: r for r in rows})
+        merged = [by_epoch[e] for e in sorted(by_epoch)]
+        self._write_table("epochs", trial_id, merged)
+        return merged
+
+    def put_trial(self, row: dict) -> None:
+        self._write_table("trials", row["trial_id"], [row])
+
+    def put_run(self, row: dict) -> None:
+        self._write_table("runs", row["run_id"], [row])
+
+    def checkpoint_path(self, trial_id: str) -> Path:
+        return self.root / "checkpoints" / f"{trial_id}.pt"
+
+    def put_checkpoint(self, trial_id: str, data: bytes) -> None:
+        self._atomic_write_bytes(self.checkpoint_path(trial_id), data)
+
+    def _write_table(self, table: str, name: str, rows: list[dict]) -> None:
+        schema = TABLES[table]
+        arrow = pa.Table.from_pylist([{k: _clean(r.get(k)) for k in schema.names} for r in rows], schema=schema)
+        target = self.root / table / f"{name}.parquet"
+        tmp = target.with_name(f"{TMP_PREFIX}{name}-{uuid.uuid4().hex}.parquet")
+        try:
+            pq.write_table(arrow, tmp)
+            _fsync(tmp)
+            os.replace(tmp, target)
+            _fsync(target.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _atomic_write_bytes(self, target: Path, data: bytes) -> None:
+        tmp = target.with_name(f"{TMP_PREFIX}{target.name}-{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+            _fsync(target.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # -- reading ------------------------------------------------------------------------------
+    def read(self, table: str) -> pd.DataFrame:
+        """A whole table as a DataFrame with the store's columns (empty, with columns, if nothing is stored)."""
+        schema = TABLES[table]
+        directory = self.root / table
+        if not directory.is_dir() or not any(p.suffix == ".parquet" and not p.name.startswith(TMP_PREFIX)
+                                             for p in directory.iterdir()):
+            return schema.empty_table().to_pandas()
+        return ds.dataset(directory, format="parquet", schema=schema).to_table().to_pandas()
+
+    def epochs(self) -> pd.DataFrame:
+        return self.read("epochs")
+
+    def trials(self) -> pd.DataFrame:
+        return self.read("trials")
+
+    def runs(self) -> pd.DataFrame:
+        return self.read("runs")
+
+    def trial_epochs(self, trial_id: str) -> pd.DataFrame:
+        return pd.DataFrame(self._trial_rows(trial_id), columns=EPOCHS.names)
+
+    def _trial_rows(self, trial_id: str) -> list[dict]:
+        path = self.root / "epochs" / f"{trial_id}.parquet"
+        return pq.read_table(path, schema=EPOCHS).to_pylist() if path.exists() else []
+
+    def finished_trial_ids(self, statuses=FINISHED) -> set[str]:
+        trials = self.trials()
+        return set(trials.loc[trials["status"].isin(statuses), "trial_id"])
+
+
+def _clean(value):
+    """NaN and pandas' missing markers become null; everything else is stored as given."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or directory entry to disk, so a rename survives a crash (best effort on odd filesystems)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+
+def verify(root: str | os.PathLike) -> tuple[list[str], dict]:
+    """Check a store's integrity: schema, one row per trial × epoch with no gaps, no orphaned partial files.
+
+    Returns (problems, counts); no problems means the store is sound.
+    """
+    root = Path(root)
+    problems: list[str] = []
+    try:
+        store = ResultsStore.open(root, create=False)
+    except UserError as e:
+        return [str(e)], {}
+    for table, schema in TABLES.items():
+        for path in sorted((root / table).glob("*.parquet")):
+            if path.name.startswith(TMP_PREFIX):
+                continue
+            try:
+                found = pq.read_schema(path)
+            except Exception as e:  # unreadable Parquet: name the file and move on
+                problems.append(f"{path}: unreadable ({type(e).__name__})")
+                continue
+            missing = [n for n in schema.names if n not in found.names]
+            if missing:
+                problems.append(f"{path}: missing columns {', '.join(missing)}")
+    orphans = sorted(p for p in root.rglob(f"{TMP_PREFIX}*") if "ray" not in p.relative_to(root).parts)
+    problems += [f"{p}: orphaned partial file (a write was interrupted; safe to delete)" for p in orphans]
+    if problems:
+        return problems, {}
+    epochs, trials = store.epochs(), store.trials()
+    dup = epochs[epochs.duplicated(["trial_id", "epoch"], keep=False)]
+    problems += [f"epochs: trial {t} epoch {e} appears more than once" for t, e in
+                 sorted(set(zip(dup.trial_id, dup.epoch)))]
+    problems += [f"trials: trial {t} appears more than once" for t in sorted(set(trials.trial_id[trials.trial_id.duplicated()]))]
+    by_trial = epochs.groupby("trial_id").epoch.apply(sorted).to_dict()
+    for row in trials.itertuples():
+        got = by_trial.get(row.trial_id, [])
+        if got != list(range(1, len(got) + 1)):
+            problems.append(f"epochs: trial {row.trial_id} has gaps (epochs {got})")
+        if row.status in FINISHED and len(got) != row.epochs_completed:
+            problems.append(f"trials: trial {row.trial_id} says {row.epochs_completed} epochs, the epochs table has {len(got)}")
+    counts = {"trials": len(trials), "epoch_rows": len(epochs), "runs": len(store.runs()),
+              **{f"status_{k}": int(v) for k, v in trials.status.value_counts().items()}}
+    return problems, counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness.store", description="Inspect a results store.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("verify", help="check schema, uniqueness, gaps and partial files; exit 1 on any problem").add_argument("dir")
+    args = parser.parse_args(argv)
+    problems, counts = verify(args.dir)
+    for problem in problems:
+        print(f"problem: {problem}")
+    if problems:
+        print(f"{args.dir}: {len(problems)} problem(s)")
+        return 1
+    print(f"{args.dir}: ok ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

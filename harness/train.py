@@ -1,0 +1,222 @@
+"""Training: a plain loop over tensors held on the trial's device, and the Ray Tune trainable around it.
+
+``Trainer`` knows nothing about Ray: it takes a trial config and the data and
+yields one metrics dict per epoch, so tests and benchmarks drive it directly.
+``trainable`` is the Tune function (config in, one ``tune.report`` with a
+checkpoint per epoch out) and resumes from Tune's last checkpoint when Ray
+restarts a trial.
+
+The loop is the fast path: images are batched by index from one tensor (no
+DataLoader workers, no per-image PIL work) and losses and correct counts are
+accumulated on the device and read once per epoch, so the host waits for the
+device once per epoch rather than once per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import DATASETS, ImageSplits
+from .models import build_model, count_parameters, localization_parameters
+
+EVAL_BATCH = 1000
+STATE_FILE = "state.pt"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(model: torch.nn.Module, training: dict) -> torch.optim.Optimizer:
+    """One parameter group for the network and, for models with a spatial transformer,
+    a second one for the localization network with its own learning rate."""
+    lr = training["lr"]
+    loc = localization_parameters(model)
+    loc_ids = {id(p) for p in loc}
+    rest = [p for p in model.parameters() if id(p) not in loc_ids]
+    groups = [{"params": rest, "lr": lr, "name": "main"}]
+    if loc:
+        loc_lr = training.get("loc_lr") or lr * (training.get("loc_lr_mult") or 1.0)
+        groups.append({"params": loc, "lr": loc_lr, "name": "localization"})
+    if training["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=training["momentum"], weight_decay=training["weight_decay"])
+    if training["optimizer"] == "adam":
+        return torch.optim.Adam(groups, lr=lr, weight_decay=training["weight_decay"])
+    raise ValueError(f"unknown optimizer {training['optimizer']!r}; allowed: sgd, adam")
+
+
+class Trainer:
+    def __init__(self, trial: dict, splits: ImageSplits, device: torch.device | str = "cpu"):
+        self.trial = trial
+        self.training = trial["training"]
+        self.splits = splits
+        self.device = torch.device(device)
+        seed_everything(trial["seed"])
+        self.model = build_model(trial["architecture"], splits.in_shape, splits.num_classes,
+                                 **trial.get("model_options", {})).to(self.device)
+        self.optimizer = build_optimizer(self.model, self.training)
+        self.num_params = count_parameters(self.model)
+        self.epoch = 0  # epochs completed
+        self.best_val_acc = -1.0
+        self.best_epoch = 0
+        self.best_state: dict | None = None
+        self.last_metrics: dict = {}
+
+    # -- checkpoint state ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        state = {
+            "epoch": self.epoch, "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "best_state": self.best_state, "rng_cpu": torch.get_rng_state(),
+            "last_metrics": self.last_metrics,
+            "model_spec": {"architecture": self.trial["architecture"], "in_shape": list(self.splits.in_shape),
+                           "num_classes": self.splits.num_classes, "classes": list(self.splits.classes),
+                           "model_options": self.trial.get("model_options", {})},
+        }
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = state["epoch"]
+        self.best_val_acc = state["best_val_acc"]
+        self.best_epoch = state["best_epoch"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.best_state = state["best_state"]
+        self.last_metrics = state["last_metrics"]
+        torch.set_rng_state(state["rng_cpu"].cpu())
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self) -> Iterator[dict]:
+        """Train the remaining epochs, yielding each epoch's metrics; the last carries the test result."""
+        epochs = self.training["epochs"]
+        while self.epoch < epochs:
+            metrics = self._epoch(self.epoch + 1)
+            self.epoch += 1
+            if not math.isfinite(metrics["train_loss"]):
+                metrics.update(status="diverged", diverged_epoch=self.epoch)
+                self.last_metrics = metrics
+                yield metrics
+                return
+            if self.epoch == epochs:
+                metrics.update(self.final_metrics())
+            self.last_metrics = metrics
+            yield metrics
+        if self.last_metrics.get("status") == "running":  # resumed after the last epoch's checkpoint
+            self.last_metrics.update(self.final_metrics())
+            yield self.last_metrics
+
+    def final_metrics(self) -> dict:
+        """Test loss and accuracy of the best-validation epoch: the only use of the test set."""
+        current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        t0 = time.perf_counter()
+        test_loss, test_acc = self.evaluate(self.splits.test_x, self.splits.test_y)
+        self.model.load_state_dict(current)
+        return {"status": "complete", "test_loss": test_loss, "test_acc": test_acc,
+                "best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc,
+                "test_time_s": time.perf_counter() - t0}
+
+    def _epoch(self, epoch: int) -> dict:
+        x, y = self.splits.train_x, self.splits.train_y
+        n, batch = len(y), self.training["batch_size"]
+        shuffle = torch.Generator().manual_seed(self.trial["seed"] * 100_003 + epoch)
+        order = torch.randperm(n, generator=shuffle).to(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self.model.train()
+        t0 = time.perf_counter()
+        for start in range(0, n, batch):
+            idx = order[start:start + batch]
+            xb, yb = x[idx], y[idx]
+            logits = self.model(xb)
+            loss = F.cross_entropy(logits, yb)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.argmax(1) == yb).sum()
+        train_loss, train_acc = loss_sum.item() / n, correct.item() / n  # the epoch's one host sync
+        train_time = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        val_loss, val_acc = self.evaluate(self.splits.val_x, self.splits.val_y)
+        eval_time = time.perf_counter() - t0
+        if val_acc > self.best_val_acc:
+            self.best_val_acc, self.best_epoch = val_acc, epoch
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return {
+            "epoch": epoch, "status": "running",
+            "train_loss": train_loss, "train_acc": train_acc,
+            "val_loss": val_loss, "val_acc": val_acc,
+            "train_time_s": train_time, "eval_time_s": eval_time,
+            "images_per_s": n / train_time if train_time > 0 else float("nan"),
+            "num_params": self.num_params,
+        }
+
+    @torch.inference_mode()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for start in range(0, len(y), EVAL_BATCH):
+            logits = self.model(x[start:start + EVAL_BATCH])
+            target = y[start:start + EVAL_BATCH]
+            loss_sum += F.cross_entropy(logits, target, reduction="sum")
+            correct += (logits.argmax(1) == target).sum()
+        return loss_sum.item() / len(y), correct.item() / len(y)
+
+
+def load_splits(trial: dict, data_dir: str | Path) -> ImageSplits:
+    t = trial["training"]
+    return DATASETS[trial["dataset"]].load(
+        Path(data_dir), val_size=t["val_size"], split_seed=t["split_seed"],
+        train_limit=t["train_limit"], test_limit=t["test_limit"],
+    )
+
+
+def pick_device() -> torch.device:
+    """The GPU Ray assigned to this trial, if any (Ray sets CUDA_VISIBLE_DEVICES), else the CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def trainable(config: dict) -> None:
+    """Ray Tune function trainable. ``config``: ``trial`` (from the search space), ``data_dir``, ``cpus``."""
+    import ray
+    from ray import tune
+
+    from .provenance import host_info
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
+    trial = config["trial"]
+    torch.set_num_threads(max(1, int(config.get("cpus", 1))))
+    device = pick_device()
+    splits = load_splits(trial, config["data_dir"]).to(device)
+    trainer = Trainer(trial, splits, device)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            trainer.load_state_dict(torch.load(Path(d) / STATE_FILE, map_location=device, weights_only=True))
+    context = ray.get_runtime_context()
+    where = {**host_info(str(device)), "node_id": context.get_node_id(),
+             "node_ip": ray.util.get_node_ip_address(), "trial_key": trial["trial_id"]}
+    for metrics in trainer.run():
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(trainer.state_dict(), Path(d) / STATE_FILE)
+            tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))

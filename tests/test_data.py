@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+import torch
+
+from harness.data import DATASETS, resolve_data_dir, validation_split
+from harness.data.idx import write_idx
+from harness.errors import UserError
+
+
+def test_data_dir_resolution_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("STBENCH_DATA_DIR", str(tmp_path / "env"))
+    assert resolve_data_dir(tmp_path / "cli") == tmp_path / "cli"
+    assert resolve_data_dir(None) == tmp_path / "env"
+    monkeypatch.delenv("STBENCH_DATA_DIR")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_data_dir(None) == tmp_path / "datasets"
+
+
+def test_validation_split_is_fixed_disjoint_and_seeded():
+    train, val = validation_split(100, 20, split_seed=0)
+    again_train, again_val = validation_split(100, 20, split_seed=0)
+    assert torch.equal(val, again_val) and torch.equal(train, again_train)
+    assert len(val) == 20 and len(train) == 80 and not set(val.tolist()) & set(train.tolist())
+    assert not torch.equal(validation_split(100, 20, split_seed=1)[1], val)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_loads_normalised_tensors_with_limits(fake_root, name):
+    dataset = DATASETS[name]
+    dataset.prepare(fake_root, download=False)
+    splits = dataset.load(fake_root, val_size=100, train_limit=300, test_limit=50)
+    assert splits.train_x.shape == (300, 1, 28, 28) and splits.train_x.dtype == torch.float32
+    assert splits.val_x.shape == (100, 1, 28, 28) and splits.test_x.shape == (50, 1, 28, 28)
+    assert splits.num_classes == 10 and splits.in_shape == (1, 28, 28)
+    expected_min = (0 - dataset.mean) / dataset.std
+    assert splits.train_x.min().item() == pytest.approx(expected_min, rel=1e-4)
+
+
+def test_real_mnist_has_the_official_sizes(mnist_root):
+    if "shared" not in str(mnist_root):
+        pytest.skip("real MNIST not present")
+    assert DATASETS["mnist"].split_sizes(mnist_root) == (60_000, 10_000)
+
+
+def test_missing_files_name_the_files_and_how_to_point_at_them(tmp_path):
+    with pytest.raises(UserError) as err:
+        DATASETS["fashion_mnist"].prepare(tmp_path, download=False)
+    msg = str(err.value)
+    assert "train-images-idx3-ubyte" in msg and "--data-dir" in msg and "STBENCH_DATA_DIR" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("damage,expected", [
+    (lambda p: p.write_bytes(b"\x00\x00\x08\x02" + p.read_bytes()[4:]), "bad IDX magic number"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-10]), "truncated or corrupt"),
+    (lambda p: p.write_bytes(p.read_bytes()[:6]), "truncated"),
+])
+def test_corrupt_idx_files_are_reported(fake_root, damage, expected):
+    damage(fake_root / "MNIST" / "raw" / "train-images-idx3-ubyte")
+    with pytest.raises(UserError, match=expected):
+        DATASETS["mnist"].prepare(fake_root, download=False)
+
+
+def test_images_and_labels_must_agree(fake_root):
+    write_idx(fake_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte", np.zeros(7, dtype=np.uint8))
+    with pytest.raises(UserError, match="disagree on the number of items"):
+        DATASETS["mnist"].prepare(fake_root, download=False)
