@@ -26,7 +26,7 @@ class StoreCallback(tune.Callback):
         self.run_id = run_id
         self.space_name = space_name
         self.provenance = provenance
-        self.train_time: dict[str, float] = {}
+        self.restarts: dict[str, int] = {}
 
     def _ids(self, trial) -> dict:
         t = trial.config["trial"]
@@ -38,6 +38,15 @@ class StoreCallback(tune.Callback):
             return
         row = {**self._ids(trial), **{k: result.get(k) for k in EPOCH_METRICS}, "reported_at": now()}
         self.store.put_epochs(row["trial_id"], [row])
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        """Remember the trial's newest checkpoint, so a rerun after a driver crash resumes from it."""
+        self.store.put_resume(self._ids(trial)["trial_id"], checkpoint_uri(checkpoint),
+                              (trial.last_result or {}).get("epoch"))
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        trial_id = self._ids(trial)["trial_id"]
+        self.restarts[trial_id] = self.restarts.get(trial_id, 0) + 1
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
@@ -57,7 +66,7 @@ class StoreCallback(tune.Callback):
             "diverged_epoch": result.get("diverged_epoch"),
             "best_epoch": result.get("best_epoch"), "best_val_acc": result.get("best_val_acc"),
             "test_loss": result.get("test_loss"), "test_acc": result.get("test_acc"),
-            "num_params": result.get("num_params"),
+            "num_params": result.get("num_params"), "restarts": self.restarts.get(ids["trial_id"], 0),
             "train_time_s": float(epochs["train_time_s"].sum()) if len(epochs) else None,
             "eval_time_s": float(epochs["eval_time_s"].sum()) if len(epochs) else None,
             "config_json": json.dumps(trial.config["trial"], sort_keys=True),
@@ -78,6 +87,12 @@ class StoreCallback(tune.Callback):
         torch.save({"state_dict": state["best_state"], "best_epoch": state["best_epoch"],
                     "model_spec": state["model_spec"], "trial": trial.config["trial"]}, buf)
         self.store.put_checkpoint(trial_id, buf.getvalue())
+
+
+def checkpoint_uri(checkpoint: tune.Checkpoint) -> str:
+    """A location any node can open with ``tune.Checkpoint(uri)``: a local path, or e.g. ``s3://bucket/key``."""
+    kind = checkpoint.filesystem.type_name
+    return checkpoint.path if kind == "local" else f"{kind}://{checkpoint.path}"
 
 
 def _error_line(trial) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -74,9 +76,21 @@ def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Pat
         address: str | None = None, max_concurrent: int | None = None, download: bool = True,
         retry_errored: bool = False, verbose: int = 1) -> Outcome:
     trials = space.trials() if trials is None else trials
-    store = ResultsStore.open(results_dir)
+    store = ResultsStore.check(results_dir)  # nothing is written until every check has passed
     preflight(space, trials, data_dir, download)
+    remote = address is not None or bool(os.environ.get("RAY_ADDRESS"))
+    with ray_connection(address) if remote else nullcontext():  # an unreachable cluster is bad input too
+        store.create()
+        with store.lock():
+            swept = store.sweep_partials()
+            if swept and verbose:
+                print(f"stbench: removed {len(swept)} partial file(s) left by an interrupted write")
+            return _run_locked(space, space_yaml, store, trials, results_dir, data_dir, address, max_concurrent,
+                               retry_errored, verbose)
 
+
+def _run_locked(space, space_yaml, store, trials, results_dir, data_dir, address, max_concurrent,
+                retry_errored, verbose) -> Outcome:
     done_statuses = ("complete", "diverged") if retry_errored else ("complete", "diverged", "error")
     done = store.finished_trial_ids(done_statuses)
     pending = [t for t in trials if t["trial_id"] not in done]
@@ -97,14 +111,13 @@ def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Pat
     trial_provenance = {k: provenance[k] for k in (
         "git_commit", "git_dirty", "python_version", "torch_version", "torchvision_version", "ray_version", "optuna_version")}
 
-    started_ray = _connect(address)
+    resume = {k: v for k, v in store.resume_points().items() if k in {t["trial_id"] for t in pending}}
+    if resume and verbose:
+        print(f"stbench: {len(resume)} unfinished trial(s) resume from their last checkpoint")
     try:
-        _fit(space, pending, store, run_id, trial_provenance, results_dir, data_dir, max_concurrent, verbose)
+        with ray_connection(address):
+            _fit(space, pending, resume, store, run_id, trial_provenance, results_dir, data_dir, max_concurrent, verbose)
     finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
         store.put_run({**run_row, "finished_at": now()})
 
     finished = store.trials()
@@ -113,22 +126,49 @@ def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Pat
     return outcome
 
 
-def _connect(address: str | None) -> bool:
-    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), or start a local Ray; True if we started it."""
+@contextmanager
+def ray_connection(address: str | None):
+    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), or start a local Ray, for the block's duration.
+
+    An already initialised Ray (a notebook, the tests) is used as it is and left running.
+    """
     import ray
 
     if ray.is_initialized():
-        return False
+        yield
+        return
+    _check_reachable(address or os.environ.get("RAY_ADDRESS"))
     try:
         ray.init(address=address, include_dashboard=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"--address {address or os.environ.get('RAY_ADDRESS')}: no Ray cluster answered ({first}); "
                         "start one (`ray start --head` or `ray up cluster.yaml`) or drop --address to run locally") from None
-    return True
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
-def _fit(space, pending, store, run_id, trial_provenance, results_dir, data_dir, max_concurrent, verbose) -> None:
+def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not minutes: ``ray.init`` retries an unreachable HOST:PORT for a long time."""
+    if not address or address in ("auto", "local"):
+        return  # "auto" finds a running cluster from local state and fails fast by itself
+    if address.startswith(("http://", "https://")):
+        raise UserError(f"--address {address}: that is a dashboard / job-submission URL; use HOST:6379 (the GCS port) "
+                        "or 'auto' on a cluster node, or submit with `ray job submit --address {address}`")
+    host_port = address.removeprefix("ray://")
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address}: expected HOST:PORT, ray://HOST:PORT or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise UserError(f"--address {address}: no Ray cluster answered ({e.strerror or e}); start one "
+                        "(`ray start --head` or `ray up cluster.yaml`) or drop --address to run locally") from None
+
+
+def _fit(space, pending, resume, store, run_id, trial_provenance, results_dir, data_dir, max_concurrent, verbose) -> None:
     from ray import tune
 
     from .callbacks import StoreCallback
@@ -146,7 +186,8 @@ def _fit(space, pending, store, run_id, trial_provenance, results_dir, data_dir,
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
-        param_space={"trial": tune.grid_search(pending), "data_dir": str(data_dir), "cpus": space.resources.cpu},
+        param_space={"trial": tune.grid_search(pending), "resume": resume, "data_dir": str(data_dir),
+                     "cpus": space.resources.cpu},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=max_concurrent, reuse_actors=True,
             trial_name_creator=trial_name, trial_dirname_creator=trial_name,

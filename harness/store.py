@@ -7,18 +7,21 @@ Layout (``SCHEMA_VERSION`` in ``store.json``)::
     trials/<trial_id>.parquet   one row per finished trial (complete, diverged or error)
     runs/<run_id>.parquet       one row per benchmark invocation: search space, provenance
     checkpoints/<trial_id>.pt   the best-validation weights of each finished trial
+    resume/<trial_id>.json      where the trial's latest Ray Tune checkpoint is, for a rerun to resume from
 
 One file per trial keeps writes small and makes duplicates impossible by
 construction: a trial's epoch file is only ever replaced by a superset of itself
 (rows are added, never removed). Every write goes to a hidden temporary file that
 is then renamed over the target, so a reader, or a run killed mid-write, never
-sees half a file; pyarrow's dataset reader skips the hidden files. Only the
-driver writes here (through a Tune callback), so trials on other nodes need no
-access to this directory.
+sees half a file; pyarrow's dataset reader skips the hidden files, and the next
+writer sweeps them away. Only the driver writes here (through a Tune callback),
+so trials on other nodes need no access to this directory; a lock file keeps a
+second driver out while one is writing.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import uuid
@@ -54,7 +57,7 @@ TRIALS = pa.schema(_ID + [
     ("epochs_completed", pa.int64()), ("diverged_epoch", pa.int64()),
     ("best_epoch", pa.int64()), ("best_val_acc", pa.float64()),
     ("test_loss", pa.float64()), ("test_acc", pa.float64()),
-    ("num_params", pa.int64()),
+    ("num_params", pa.int64()), ("restarts", pa.int64()),
     ("train_time_s", pa.float64()), ("eval_time_s", pa.float64()),
     ("config_json", pa.string()),
     ("hostname", pa.string()), ("node_ip", pa.string()), ("node_id", pa.string()),
@@ -88,6 +91,14 @@ class ResultsStore:
     @classmethod
     def open(cls, root: str | os.PathLike, create: bool = True) -> "ResultsStore":
         """Open (and by default create) a store; a clear UserError if the directory cannot serve."""
+        store = cls.check(root, must_exist=not create)
+        if create:
+            store.create()
+        return store
+
+    @classmethod
+    def check(cls, root: str | os.PathLike, must_exist: bool = False) -> "ResultsStore":
+        """Everything that can be said about ``root`` without writing to it."""
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise UserError(f"--results-dir: {root} is a file, not a directory; pass a directory path")
@@ -95,29 +106,47 @@ class ResultsStore:
         if manifest.exists():
             try:
                 version = json.loads(manifest.read_text())["schema_version"]
-            except (ValueError, KeyError, OSError):
+            except (ValueError, KeyError, TypeError, OSError):
                 raise UserError(f"--results-dir: {manifest} is unreadable or corrupt; restore it or use another directory") from None
             if version != SCHEMA_VERSION:
                 raise UserError(
                     f"--results-dir: {root} holds a results store of schema version {version}; this stbench "
                     f"reads and writes version {SCHEMA_VERSION}; use another --results-dir"
                 )
-        elif not create:
+        elif must_exist:
             raise UserError(f"{root} is not a results store (no store.json); run the benchmark first or pass the right directory")
-        store = cls(root)
-        if create:
-            try:
-                for table in (*TABLES, "checkpoints"):
-                    (root / table).mkdir(parents=True, exist_ok=True)
-                probe = root / f"{TMP_PREFIX}probe-{uuid.uuid4().hex}"
-                probe.write_bytes(b"")
-                probe.unlink()
-                if not manifest.exists():
-                    store._atomic_write_bytes(manifest, json.dumps(
-                        {"schema_version": SCHEMA_VERSION, "created_at": now().isoformat()}, indent=2).encode())
-            except OSError as e:
-                raise UserError(f"--results-dir: {root} is not writable ({e.strerror}); choose a directory you can write to") from None
-        return store
+        elif root.exists() and any(p.name not in (*TABLES, "checkpoints", "resume", "ray") for p in root.iterdir()):
+            raise UserError(f"--results-dir: {root} is a non-empty directory that is not a results store; "
+                            "pass a new or empty directory, or an existing store")
+        parent = next((p for p in (root, *root.parents) if p.exists()), None)
+        if parent is None or not os.access(parent, os.W_OK):
+            raise UserError(f"--results-dir: {root} is not writable; choose a directory you can write to")
+        return cls(root)
+
+    def create(self) -> None:
+        root = self.root
+        try:
+            for table in (*TABLES, "checkpoints", "resume"):
+                (root / table).mkdir(parents=True, exist_ok=True)
+            probe = root / f"{TMP_PREFIX}probe-{uuid.uuid4().hex}"
+            probe.write_bytes(b"")
+            probe.unlink()
+            if not (root / "store.json").exists():
+                self._atomic_write_bytes(root / "store.json", json.dumps(
+                    {"schema_version": SCHEMA_VERSION, "created_at": now().isoformat()}, indent=2).encode())
+        except OSError as e:
+            raise UserError(f"--results-dir: {root} is not writable ({e.strerror}); choose a directory you can write to") from None
+
+    def lock(self) -> "StoreLock":
+        """Exclusive writer lock for a benchmark run; released by the kernel if the process dies."""
+        return StoreLock(self.root / ".lock")
+
+    def sweep_partials(self) -> list[Path]:
+        """Delete hidden temporary files left by a writer that was killed mid-write (call under the lock)."""
+        swept = [p for p in self.root.glob(f"*/{TMP_PREFIX}*")] + list(self.root.glob(f"{TMP_PREFIX}*"))
+        for p in swept:
+            p.unlink(missing_ok=True)
+        return swept
 
     # -- writing ------------------------------------------------------------------------------
     def put_epochs(self, trial_id: str, rows: list[dict]) -> list[dict]:
@@ -140,6 +169,20 @@ class ResultsStore:
     def put_checkpoint(self, trial_id: str, data: bytes) -> None:
         self._atomic_write_bytes(self.checkpoint_path(trial_id), data)
 
+    def put_resume(self, trial_id: str, checkpoint_uri: str, epoch: int | None) -> None:
+        blob = json.dumps({"checkpoint": checkpoint_uri, "epoch": epoch, "at": now().isoformat()})
+        self._atomic_write_bytes(self.root / "resume" / f"{trial_id}.json", blob.encode())
+
+    def resume_points(self) -> dict[str, str]:
+        """trial_id → URI of the latest Ray Tune checkpoint an earlier run recorded for it."""
+        out = {}
+        for path in (self.root / "resume").glob("*.json"):
+            try:
+                out[path.stem] = json.loads(path.read_text())["checkpoint"]
+            except (ValueError, KeyError, OSError):
+                continue  # a damaged pointer only costs a restart from scratch
+        return out
+
     def _write_table(self, table: str, name: str, rows: list[dict]) -> None:
         schema = TABLES[table]
         arrow = pa.Table.from_pylist([{k: _clean(r.get(k)) for k in schema.names} for r in rows], schema=schema)
@@ -148,6 +191,7 @@ class ResultsStore:
         try:
             pq.write_table(arrow, tmp)
             _fsync(tmp)
+            _fault_point()
             os.replace(tmp, target)
             _fsync(target.parent)
         finally:
@@ -194,6 +238,47 @@ class ResultsStore:
     def finished_trial_ids(self, statuses=FINISHED) -> set[str]:
         trials = self.trials()
         return set(trials.loc[trials["status"].isin(statuses), "trial_id"])
+
+
+class StoreLock:
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> "StoreLock":
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(self._fd)
+            raise UserError(f"--results-dir: {self.path.parent} is being written by another benchmark ({holder}); "
+                            "wait for it or use another --results-dir") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"pid {os.getpid()}".encode(), 0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+_writes = 0
+
+
+def _fault_point() -> None:
+    """Fault injection for the reliability tests: ``STBENCH_FAULT_KILL_AT_WRITE=N`` SIGKILLs this
+    process after the N-th table write has reached its temporary file and before the rename."""
+    global _writes
+    target = os.environ.get("STBENCH_FAULT_KILL_AT_WRITE")
+    if target:
+        _writes += 1
+        if _writes == int(target):
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _clean(value):

@@ -105,6 +105,9 @@ class Trainer:
     def run(self) -> Iterator[dict]:
         """Train the remaining epochs, yielding each epoch's metrics; the last carries the test result."""
         epochs = self.training["epochs"]
+        if self.last_metrics.get("status") in ("complete", "diverged"):  # resumed after the end: say it again
+            yield self.last_metrics
+            return
         while self.epoch < epochs:
             metrics = self._epoch(self.epoch + 1)
             self.epoch += 1
@@ -209,7 +212,9 @@ def trainable(config: dict) -> None:
     device = pick_device()
     splits = load_splits(trial, config["data_dir"]).to(device)
     trainer = Trainer(trial, splits, device)
-    checkpoint = tune.get_checkpoint()
+    checkpoint = tune.get_checkpoint()  # Ray retrying this trial in this run
+    if checkpoint is None and config.get("resume", {}).get(trial["trial_id"]):  # an earlier, interrupted run
+        checkpoint = tune.Checkpoint(config["resume"][trial["trial_id"]])
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             trainer.load_state_dict(torch.load(Path(d) / STATE_FILE, map_location=device, weights_only=True))
