@@ -1,0 +1,179 @@
+"""Read a results store into tidy frames for analysis (the Parquet store only, never Ray's own files).
+
+Three things happen here so that every table downstream can stay a pure function:
+
+* **One row per trial, whatever its state.** Finished trials come from the
+  ``trials`` table (``complete``, ``diverged``, ``error``); trials with epoch rows
+  but no trial row are ``running``; trials the search space asks for that have
+  left no trace yet are ``pending``. A partially finished store is therefore
+  reported as it is, with what is missing named.
+* **Benchmark trials only.** If the store marks trials with a ``stage`` (or
+  ``kind``) column, only benchmark trials are analysed; the others (e.g. tuning
+  trials) are counted in the notes and kept apart.
+* **One search space, or all.** ``space`` selects the trials that a named search
+  space expands to (read from the YAML kept in the ``runs`` table); without it,
+  every benchmark trial is pooled, and a store that mixes spaces says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import UserError
+from harness.store import ResultsStore
+
+KEY = ["dataset", "architecture", "seed"]
+STAGE_COLUMNS = ("stage", "kind")
+BENCHMARK_STAGE = "benchmark"
+FINISHED = ("complete", "diverged", "error")
+STATUS_ORDER = ["complete", "diverged", "error", "running", "pending"]
+
+
+@dataclass
+class Results:
+    """What the analysis reads: tidy frames plus notes about anything left out or missing."""
+
+    root: Path
+    trials: pd.DataFrame  # one row per trial: KEY, trial_id, status, test metrics, hardware, config…
+    epochs: pd.DataFrame  # one row per trial × epoch, with the trial's status
+    runs: pd.DataFrame
+    spaces: dict[str, str] = field(default_factory=dict)  # space name → YAML text of its latest run
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def datasets(self) -> list[str]:
+        return sorted(self.trials["dataset"].dropna().unique())
+
+    def checkpoint_path(self, trial_id: str) -> Path:
+        return ResultsStore(self.root).checkpoint_path(trial_id)
+
+
+def open_store(root: str | os.PathLike) -> ResultsStore:
+    """An existing store (a UserError naming the problem otherwise); never creates or writes anything."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"--results-dir: {root} does not exist; run the benchmark first or pass the right directory")
+    return ResultsStore.open(root, create=False)
+
+
+def load(root: str | os.PathLike, space: str | None = None) -> Results:
+    store = open_store(root)
+    trials, epochs, runs = store.trials(), store.epochs(), store.runs()
+    notes: list[str] = []
+
+    trials, epochs = _benchmark_only(trials, epochs, notes)
+    spaces = _latest_space_yaml(runs)
+    expected = _expected_trials(spaces, notes)
+
+    if space is not None:
+        if space not in spaces and space not in set(trials["space"].dropna()):
+            known = sorted(set(spaces) | set(trials["space"].dropna()))
+            raise UserError(f"--space: no run of a space named {space!r} in {store.root}; "
+                            f"allowed: {', '.join(known) or 'none (the store is empty)'}")
+        wanted = set(expected.loc[expected["space"] == space, "trial_id"])
+        keep_trials = trials["trial_id"].isin(wanted) | (trials["space"] == space)
+        trial_ids = set(trials.loc[keep_trials, "trial_id"]) | (wanted & set(epochs["trial_id"]))
+        trials = trials[trials["trial_id"].isin(trial_ids)]
+        epochs = epochs[epochs["trial_id"].isin(trial_ids)]
+        expected = expected[expected["space"] == space]
+        runs = runs[runs["space"] == space]
+        spaces = {space: spaces[space]} if space in spaces else {}
+    elif len(spaces) > 1:
+        notes.append(f"the store holds runs of {len(spaces)} search spaces ({', '.join(sorted(spaces))}); their trials "
+                     "are pooled by architecture × dataset × seed; pass --space NAME to analyse one")
+
+    table = _one_row_per_trial(trials, epochs, expected)
+    dup = table[table["status"] != "pending"].duplicated(KEY, keep=False)
+    if dup.any():
+        cells = table[table["status"] != "pending"][dup][KEY].drop_duplicates()
+        notes.append(f"{len(cells)} architecture × dataset × seed cell(s) hold more than one trial (different settings "
+                     "pooled); paired comparisons average them per seed; pass --space NAME to separate them")
+    epochs = epochs.merge(table[["trial_id", "status"]], on="trial_id", how="left")
+    epochs = epochs.sort_values(["dataset", "architecture", "seed", "trial_id", "epoch"], ignore_index=True)
+    return Results(root=store.root, trials=table, epochs=epochs, runs=runs.reset_index(drop=True),
+                   spaces=spaces, notes=notes)
+
+
+def _benchmark_only(trials: pd.DataFrame, epochs: pd.DataFrame, notes: list[str]):
+    """Drop trials of other stages (tuning…) when the store marks stages; say how many were set aside."""
+    stage = None
+    for column in STAGE_COLUMNS:
+        parts = [df.set_index("trial_id")[column] for df in (trials, epochs) if column in df.columns]
+        if parts:
+            stage = pd.concat(parts)
+            break
+    if stage is None:
+        return trials, epochs
+    stage = stage[~stage.index.duplicated()]
+    other = stage[stage.notna() & (stage != BENCHMARK_STAGE)]
+    if len(other):
+        notes.append("set aside, not benchmark trials: "
+                     + ", ".join(f"{n} {k} trial(s)" for k, n in other.value_counts().items()))
+    drop = set(other.index)
+    return trials[~trials["trial_id"].isin(drop)], epochs[~epochs["trial_id"].isin(drop)]
+
+
+def _latest_space_yaml(runs: pd.DataFrame) -> dict[str, str]:
+    """Space name → the YAML text of its most recent run (the one that defines what is expected now)."""
+    if runs.empty:
+        return {}
+    latest = runs.sort_values("started_at").groupby("space", sort=True).tail(1)
+    return {row.space: row.space_yaml for row in latest.itertuples() if isinstance(row.space_yaml, str)}
+
+
+def _expected_trials(spaces: dict[str, str], notes: list[str]) -> pd.DataFrame:
+    """The trials each space's YAML expands to, so that trials not started yet can be reported as pending."""
+    from harness.space import parse_space
+
+    rows = []
+    for name, text in spaces.items():
+        try:
+            trials = parse_space(text, source=f"search space {name!r}").trials()
+        except UserError as e:
+            notes.append(f"cannot expand the search space {name!r} kept in the store ({e}); trials not started are not listed")
+            continue
+        rows += [{"space": name, "trial_id": t["trial_id"], **{k: t[k] for k in KEY}} for t in trials]
+    return pd.DataFrame(rows, columns=["space", "trial_id", *KEY])
+
+
+def _one_row_per_trial(trials: pd.DataFrame, epochs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
+    """Finished trials, then running ones (epochs but no trial row), then pending ones (expected, no trace)."""
+    finished = trials.copy()
+    seen = set(finished["trial_id"])
+    running = (epochs[~epochs["trial_id"].isin(seen)]
+               .sort_values("epoch").groupby("trial_id", as_index=False)
+               .agg(**{k: (k, "first") for k in ["run_id", *KEY]}, epochs_completed=("epoch", "max")))
+    running["status"] = "running"
+    present = pd.concat([finished[KEY], running[KEY]]).drop_duplicates()
+    pending = expected.drop_duplicates(KEY).merge(present, on=KEY, how="left", indicator=True)
+    pending = pending[pending["_merge"] == "left_only"].drop(columns="_merge")
+    pending["status"] = "pending"
+    frames = [f for f in (finished, running, pending) if len(f)]
+    table = pd.concat(frames, ignore_index=True) if frames else finished.assign(status=pd.Series(dtype=str))
+    table = table.reindex(columns=list(dict.fromkeys([*finished.columns, "status"])))
+    table["seed"] = table["seed"].astype("Int64")
+    table["hardware"] = table.apply(_hardware, axis=1) if len(table) else pd.Series(dtype=object)
+    table["training"] = table["config_json"].map(_training)
+    return table.sort_values(["dataset", "architecture", "seed"], ignore_index=True)
+
+
+def _hardware(row) -> str | None:
+    """Where a trial's timings were taken: the GPU model on a GPU, else the CPU model (None if unknown)."""
+    device = row.get("device")
+    if not isinstance(device, str):
+        return None
+    if device.startswith("cuda"):
+        return f"GPU {row.get('gpu_model') or device}"
+    return f"CPU {row.get('cpu_model') or 'unknown'}"
+
+
+def _training(config_json) -> dict | None:
+    try:
+        return json.loads(config_json).get("training")
+    except (TypeError, ValueError, AttributeError):
+        return None

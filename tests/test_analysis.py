@@ -1,0 +1,380 @@
+"""The analysis package on synthetic stores whose answers are known, plus one real checkpoint and the notebook."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats as sps
+
+from analysis import metrics, stats
+from analysis.load import _benchmark_only, load
+from analysis.report import analyse, build, main, parse_targets, render
+from harness.errors import UserError
+from harness.space import parse_space
+from harness.store import ResultsStore
+
+REPO = Path(__file__).resolve().parent.parent
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+# -- a synthetic store -----------------------------------------------------------------------------
+class Synth:
+    """Writes trials into a real store through its public API, with every number chosen by the test."""
+
+    def __init__(self, root: Path):
+        self.store = ResultsStore.open(root)
+        self.root = root
+
+    def trial(self, arch, seed, val_acc, *, dataset="mnist", status="complete", test_acc=None, sec=1.0, eval_sec=0.1,
+              train_acc=None, train_loss=None, val_loss=None, hardware=("cpu", "Test CPU", None), trial_id=None,
+              finished=True, n_images=1000, space="synth"):
+        """``val_acc``: one value per epoch; ``sec``: training seconds per epoch (a number or a list)."""
+        trial_id = trial_id or f"{dataset}-{arch}-{seed}"
+        n = len(val_acc)
+        sec = [sec] * n if np.isscalar(sec) else list(sec)
+        train_acc = train_acc or [a - 0.01 for a in val_acc]
+        train_loss = train_loss or [1.0 - a for a in train_acc]
+        val_loss = val_loss or [1.0 - a for a in val_acc]
+        rows = [{"trial_id": trial_id, "run_id": "r1", "architecture": arch, "dataset": dataset, "seed": seed,
+                 "epoch": e + 1, "train_loss": train_loss[e], "train_acc": train_acc[e], "val_loss": val_loss[e],
+                 "val_acc": val_acc[e], "train_time_s": sec[e], "eval_time_s": eval_sec, "images_per_s": n_images / sec[e],
+                 "reported_at": T0 + timedelta(seconds=e)} for e in range(n)]
+        self.store.put_epochs(trial_id, rows)
+        if finished:
+            device, cpu, gpu = hardware
+            self.store.put_trial({
+                "trial_id": trial_id, "run_id": "r1", "architecture": arch, "dataset": dataset, "seed": seed,
+                "space": space, "status": status, "error": "RuntimeError: boom" if status == "error" else None,
+                "epochs_completed": n, "best_epoch": int(np.argmax(val_acc)) + 1, "best_val_acc": max(val_acc),
+                "test_acc": (max(val_acc) if test_acc is None else test_acc) if status == "complete" else None,
+                "test_loss": 0.1 if status == "complete" else None, "num_params": 100, "train_time_s": sum(sec),
+                "eval_time_s": eval_sec * n, "config_json": json.dumps({"training": {"epochs": n}}), "hostname": "h",
+                "device": device, "cpu_model": cpu, "gpu_model": gpu, "git_commit": "abc123", "git_dirty": False,
+                "python_version": "3.11", "torch_version": "2.x", "finished_at": T0})
+        return trial_id
+
+    def run(self, yaml_text: str, space="synth", run_id="r1"):
+        self.store.put_run({"run_id": run_id, "space": space, "space_yaml": yaml_text, "command": "run_benchmark.py",
+                            "address": "local", "trials_total": 0, "trials_skipped": 0, "started_at": T0,
+                            "finished_at": T0, "provenance_json": json.dumps({"git_commit": "abc123", "platform": "Linux"})})
+
+
+@pytest.fixture()
+def synth(tmp_path) -> Synth:
+    return Synth(tmp_path / "store")
+
+
+# -- statistics ----------------------------------------------------------------------------------
+def test_t_interval_and_bootstrap_iqm_match_their_definitions():
+    ci = stats.t_interval([0.90, 0.92, 0.94])
+    half = sps.t.ppf(0.975, 2) * 0.02 / math.sqrt(3)
+    assert ci.estimate == pytest.approx(0.92) and ci.low == pytest.approx(0.92 - half) and ci.high == pytest.approx(0.92 + half)
+    assert math.isnan(stats.t_interval([0.9]).low) and stats.t_interval([]).n == 0
+    assert stats.iqm([0.1, 0.9, 0.92, 0.94]) == pytest.approx(0.91)  # the outlier and the top value are trimmed
+    boot = stats.bootstrap_iqm([0.1, 0.9, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96])
+    assert boot.low <= boot.estimate <= boot.high and boot.low > 0.5  # one bad seed does not drag the IQM's interval
+    assert stats.bootstrap_iqm([0.9, 0.92]) == stats.bootstrap_iqm([0.9, 0.92])  # seeded: reproducible
+
+
+def test_holm_adjusts_known_p_values():
+    adjusted = stats.holm([0.01, 0.04, 0.03, 0.005, float("nan")])
+    # sorted: 0.005×4 = 0.02, 0.01×3 = 0.03, 0.03×2 = 0.06, 0.04×1 → kept monotone at 0.06
+    np.testing.assert_allclose(adjusted[:4], [0.03, 0.06, 0.06, 0.02])
+    assert math.isnan(adjusted[4])
+    assert stats.holm([0.5, 0.9]).tolist() == [1.0, 1.0]
+
+
+def test_kaplan_meier_keeps_censored_trials_and_never_lowers_the_median():
+    reached_at = [1, 2, 3]
+    dropped = stats.kaplan_meier(reached_at, [True] * 3)
+    kept = stats.kaplan_meier(reached_at + [10, 10], [True] * 3 + [False] * 2)
+    assert dropped.median == 2  # naive: only the trials that got there
+    assert kept.median == 3 >= dropped.median  # two seeds still short of the target at 10 push the median up
+    assert kept.n == 5 and kept.reached == 3
+    assert kept.low <= kept.median <= kept.high
+    # half of the trials never got there: the median is not reached
+    never = stats.kaplan_meier([5, 5, 5, 2], [False, False, False, True])
+    assert never.median == math.inf and never.reached == 1
+    assert stats.kaplan_meier([4, 4], [False, False]).median == math.inf
+    # the curve is the fraction reached, a step function from 0 to its final value
+    t, f, lo, hi = kept.curve
+    assert f[0] == 0 and f[-1] == pytest.approx(0.6) and np.all(lo <= f + 1e-12) and np.all(f <= hi + 1e-12)
+
+
+def test_ratio_interval_recovers_an_exact_ratio():
+    base = [1.0, 1.2, 0.9, 1.1]
+    slow = [1.5 * x for x in [1.1, 0.9, 1.2, 1.0]]  # same spread, other order: geometric means differ by 1.5 exactly
+    ci = stats.ratio_interval(slow, base)
+    assert ci.estimate == pytest.approx(1.5) and ci.low < 1.5 < ci.high
+
+
+def test_paired_test_on_known_differences():
+    a, b = [0.92, 0.95, 0.92, 0.95], [0.90, 0.92, 0.91, 0.93]
+    res = stats.paired_test(a, b)
+    d = np.subtract(a, b)
+    assert res.difference.estimate == pytest.approx(0.02)
+    assert res.pvalue == pytest.approx(sps.ttest_1samp(d, 0).pvalue)
+    assert res.difference.covers(0.02)
+    assert stats.paired_test([0.9, 0.9], [0.9, 0.9]).pvalue == 1.0
+    assert math.isnan(stats.paired_test([0.9], [0.8]).pvalue)
+
+
+# -- tables on synthetic stores ------------------------------------------------------------------
+def test_accuracy_counts_failed_trials_beside_the_mean(synth):
+    for seed, acc in enumerate([0.90, 0.92, 0.94]):
+        synth.trial("convnet", seed, [0.5, 0.8], test_acc=acc)
+    synth.trial("convnet", 3, [0.5, float("nan")], status="diverged")
+    synth.trial("convnet", 4, [0.5], status="error")
+    table = metrics.accuracy_table(load(synth.root).trials).set_index("architecture")
+    row = table.loc["convnet"]
+    assert (row.seeds, row.diverged, row.error) == (3, 1, 1)
+    assert row["mean"] == pytest.approx(0.92)
+    assert row.mean_high - row["mean"] == pytest.approx(sps.t.ppf(0.975, 2) * 0.02 / math.sqrt(3))
+    assert row.iqm_low <= row.iqm <= row.iqm_high
+
+
+def test_overhead_of_an_architecture_built_to_be_1_5x_slower(synth):
+    base = [1.0, 1.2, 0.9, 1.1]
+    for seed, (b, s) in enumerate(zip(base, [1.1, 0.9, 1.2, 1.0])):
+        synth.trial("convnet", seed, [0.5, 0.6, 0.7], sec=b, eval_sec=0.2)
+        synth.trial("stnet", seed, [0.5, 0.6, 0.7], sec=[1.5 * s, 1.5 * s, 1.5 * s], eval_sec=0.2)
+        # on other hardware without a baseline: reported, but no ratio (never compared across machines)
+        synth.trial("stnet", seed, [0.5], sec=0.1, hardware=("cuda", None, "Test GPU"), trial_id=f"gpu-{seed}")
+    results = load(synth.root)
+    table = metrics.overhead_table(metrics.trial_summary(results.epochs), results.trials)
+    cpu = table[table.hardware == "CPU Test CPU"].set_index("architecture")
+    assert cpu.loc["stnet", "time_ratio"] == pytest.approx(1.5)
+    assert cpu.loc["stnet", "time_ratio_low"] < 1.5 < cpu.loc["stnet", "time_ratio_high"]
+    assert cpu.loc["stnet", "throughput_ratio"] == pytest.approx(1 / 1.5)
+    assert cpu.loc["stnet", "eval_ratio"] == pytest.approx(1.0)  # evaluation time shown separately
+    assert cpu.loc["convnet", "time_ratio"] == pytest.approx(1.0)
+    gpu = table[table.hardware == "GPU Test GPU"]
+    assert len(gpu) == 1 and math.isnan(gpu.time_ratio.iloc[0])
+
+
+def test_convergence_censors_trials_that_never_reach_the_target(synth):
+    # reach 0.9 at epochs 1, 2, 3; two seeds never reach it in 4 epochs; 2 s of training per epoch
+    curves = {0: [0.95, 0.96, 0.97, 0.97], 1: [0.8, 0.91, 0.93, 0.95], 2: [0.7, 0.8, 0.9, 0.92],
+              3: [0.7, 0.8, 0.85, 0.88], 4: [0.6, 0.7, 0.8, 0.85]}
+    for seed, curve in curves.items():
+        synth.trial("convnet", seed, curve, sec=2.0)
+    synth.trial("convnet", 5, [0.5, 0.6], finished=False)  # still running: censored at epoch 2
+    ttt = metrics.time_to_target(load(synth.root).epochs, {"mnist": 0.9})
+    assert ttt.set_index("seed").loc[2, "epoch"] == 3 and ttt.set_index("seed").loc[2, "train_seconds"] == 6.0
+    assert ttt.reached.sum() == 3 and len(ttt) == 6
+    row = metrics.convergence_table(ttt).iloc[0]
+    naive = np.median([1, 2, 3])  # what dropping the censored trials would say
+    assert (row.trials, row.reached) == (6, 3)
+    assert row.epochs_median == 3 >= naive and row.seconds_median == 6.0
+    assert row.epochs_low <= row.epochs_median <= row.epochs_high
+    # a dataset without a target is left out of the convergence tables
+    assert metrics.time_to_target(load(synth.root).epochs, {"fashion_mnist": 0.85}).empty
+
+
+def test_gap_at_best_and_last_epoch(synth):
+    for seed in range(3):
+        synth.trial("convnet", seed, [0.80, 0.90, 0.85], train_acc=[0.80, 0.95, 0.99],
+                    train_loss=[0.5, 0.2, 0.05], val_loss=[0.6, 0.3, 0.4])
+    gaps = metrics.gap_table(metrics.trial_summary(load(synth.root).epochs)).set_index("at")
+    assert gaps.loc["best", "acc_gap"] == pytest.approx(0.05) and gaps.loc["last", "acc_gap"] == pytest.approx(0.14)
+    assert gaps.loc["best", "loss_gap"] == pytest.approx(0.1) and gaps.loc["last", "loss_gap"] == pytest.approx(0.35)
+
+
+def test_paired_comparisons_pair_by_seed_and_correct_with_holm(synth):
+    base = [0.90, 0.92, 0.91, 0.93, 0.89]
+    better = [0.02, 0.03, 0.01, 0.02, 0.02]
+    noise = [0.004, -0.003, 0.002, -0.004, 0.001]
+    for seed, b in enumerate(base):
+        synth.trial("convnet", seed, [0.5], test_acc=b)
+        synth.trial("stnet", seed, [0.5], test_acc=b + better[seed])
+        synth.trial("coordconv", seed, [0.5], test_acc=b + noise[seed])
+    synth.trial("stnet", 9, [0.5], test_acc=0.5)  # no convnet with seed 9: not a pair
+    synth.trial("coordconv", 7, [0.5], status="diverged")
+    table = metrics.paired_table(load(synth.root).trials).set_index("architecture")
+    st, cc = table.loc["stnet"], table.loc["coordconv"]
+    assert st.pairs == 5 and st.difference == pytest.approx(0.02) and st.low < 0.02 < st.high
+    p_st = sps.ttest_rel(np.add(base, better), base).pvalue
+    p_cc = sps.ttest_rel(np.add(base, noise), base).pvalue
+    assert st.p == pytest.approx(p_st) and cc.p == pytest.approx(p_cc)
+    np.testing.assert_allclose([st.p_holm, cc.p_holm], stats.holm([p_st, p_cc]))
+    assert st.significant and not cc.significant
+    words = " ".join(metrics.describe_paired(table.reset_index()))
+    assert "1 of 2 differences" in words
+    assert "stnet vs convnet on mnist" in words and "coordconv vs convnet on mnist" in words
+    assert "+2.00 pp" in words
+
+
+def test_tuning_trials_are_kept_apart_when_the_store_marks_a_stage():
+    trials = pd.DataFrame({"trial_id": ["a", "b", "c"], "stage": ["benchmark", "tuning", None]})
+    epochs = pd.DataFrame({"trial_id": ["a", "b", "c"], "epoch": [1, 1, 1]})
+    notes = []
+    kept_trials, kept_epochs = _benchmark_only(trials, epochs, notes)
+    assert list(kept_trials.trial_id) == ["a", "c"] and list(kept_epochs.trial_id) == ["a", "c"]
+    assert notes == ["set aside, not benchmark trials: 1 tuning trial(s)"]
+
+
+def test_one_search_space_or_all_of_them(synth):
+    space_b = SPACE.replace("name: synth", "name: other").replace("seeds: 3", "seeds: 1").replace("epochs: 3", "epochs: 2")
+    synth.run(SPACE, space="synth", run_id="r1")
+    synth.run(space_b, space="other", run_id="r2")
+    ids_b = {t["architecture"]: t["trial_id"] for t in parse_space(space_b).trials()}
+    synth.trial("convnet", 0, [0.9])
+    synth.trial("stnet", 0, [0.9], trial_id=ids_b["stnet"], space="other")
+    pooled = load(synth.root)
+    assert "2 search spaces" in " ".join(pooled.notes)
+    other = load(synth.root, space="other")
+    assert set(other.trials.trial_id) == set(ids_b.values()) and list(other.spaces) == ["other"]
+    assert other.trials.set_index("architecture").status.to_dict() == {"convnet": "pending", "stnet": "complete"}
+    with pytest.raises(UserError, match="--space: no run of a space named 'nope'"):
+        load(synth.root, space="nope")
+
+
+def test_targets_from_the_command_line():
+    assert parse_targets(["mnist=0.9", "fashion_mnist=85%"]) == {"mnist": 0.9, "fashion_mnist": 0.85}
+    assert parse_targets(["cifar10=0.7"])["mnist"] == metrics.DEFAULT_TARGETS["mnist"]
+    for bad in ("mnist", "mnist=2", "=0.5", "mnist=x"):
+        with pytest.raises(UserError, match="--target"):
+            parse_targets([bad])
+
+
+# -- the report ------------------------------------------------------------------------------------
+SPACE = """
+name: synth
+architectures: [convnet, stnet]
+training: {epochs: 3, seeds: 3}
+datasets: {mnist: {}}
+"""
+
+
+def test_a_partially_finished_store_still_reports_what_is_there(synth, tmp_path):
+    synth.run(SPACE)
+    expected = {(t["architecture"], t["seed"]): t["trial_id"] for t in parse_space(SPACE).trials()}
+    synth.trial("convnet", 0, [0.95, 0.97, 0.985], trial_id=expected["convnet", 0])
+    synth.trial("convnet", 1, [0.96, 0.98, 0.99], trial_id=expected["convnet", 1])
+    synth.trial("stnet", 0, [0.9, float("nan")], status="diverged", trial_id=expected["stnet", 0])
+    synth.trial("stnet", 1, [0.97], trial_id=expected["stnet", 1], finished=False)  # running
+    # convnet/2 and stnet/2 have not started; a third dataset without a target is reported too
+    synth.trial("convnet", 0, [0.5, 0.6], dataset="toyset")
+    a, paths = build(synth.root, tmp_path / "out", checkpoints=False)
+    status = a.tables["status"].set_index(["dataset", "architecture"])
+    assert status.loc[("mnist", "convnet"), ["complete", "pending"]].tolist() == [2, 1]
+    assert status.loc[("mnist", "stnet"), ["diverged", "running", "pending"]].tolist() == [1, 1, 1]
+    notes = " ".join(a.notes)
+    assert "1 trial(s) running" in notes and "2 not started" in notes and "1 diverged" in notes
+    assert "no target accuracy for toyset" in notes
+    assert set(a.tables["convergence"].dataset) == {"mnist"}
+    html = paths["html"].read_text()
+    assert "abc123" in html and "name: synth" in html and html.count("data:image/png;base64,") == 4
+    assert "Nothing to show yet" not in html.split("1. Test accuracy")[1].split("2. Paired")[0]
+    md = paths["markdown"].read_text()
+    assert "| mnist | convnet | 2 |" in md and "no target accuracy for toyset" in md
+    for name in ("accuracy", "convergence", "gaps", "overhead", "paired", "status"):
+        assert (tmp_path / "out" / "tables" / f"{name}.csv").is_file()
+    assert pd.read_csv(tmp_path / "out" / "tables" / "accuracy.csv").shape[0] == 3
+
+
+def test_an_empty_store_reports_that_it_is_empty(tmp_path):
+    ResultsStore.open(tmp_path / "store")
+    a, paths = build(tmp_path / "store", tmp_path / "out", checkpoints=False)
+    assert "no trials yet" in " ".join(a.notes) and paths["html"].is_file()
+
+
+def test_command_line(synth, tmp_path, capsys):
+    synth.trial("convnet", 0, [0.99])
+    out = tmp_path / "out"
+    assert main(["--results-dir", str(synth.root), "--out", str(out), "--no-checkpoints", "--target", "mnist=0.9"]) == 0
+    assert (out / "report.html").is_file() and (out / "summary.md").is_file()
+    assert main(["--results-dir", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "error: --results-dir" in capsys.readouterr().err
+    assert main(["--results-dir", str(synth.root), "--target", "mnist", "--out", str(out)]) == 2
+    assert main(["--results-dir", str(synth.root), "--space", "nope", "--out", str(out)]) == 2
+
+
+# -- the weights ---------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def trained_store(tmp_path_factory, mnist_root):
+    """A store with one real, tiny stnet trial and its checkpoint in the callback's layout."""
+    from harness.train import Trainer, load_splits
+
+    root = tmp_path_factory.mktemp("trained") / "store"
+    synth = Synth(root)
+    trial = {"architecture": "stnet", "dataset": "mnist", "seed": 0, "model_options": {}, "trial_id": "real-stnet",
+             "training": {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.5,
+                          "weight_decay": 0.0, "loc_lr": None, "loc_lr_mult": None, "val_size": 100, "split_seed": 0,
+                          "train_limit": 256, "test_limit": 200}}
+    trainer = Trainer(trial, load_splits(trial, mnist_root))
+    metrics_ = list(trainer.run())[-1]
+    synth.trial("stnet", 0, [metrics_["val_acc"]], test_acc=metrics_["test_acc"], trial_id="real-stnet")
+    buf = io.BytesIO()
+    state = trainer.state_dict()
+    torch.save({"state_dict": state["best_state"], "best_epoch": state["best_epoch"], "model_spec": state["model_spec"],
+                "trial": trial}, buf)
+    synth.store.put_checkpoint("real-stnet", buf.getvalue())
+    synth.trial("convnet", 0, [0.5])  # complete, but its checkpoint is missing
+    return root, metrics_["test_acc"]
+
+
+def test_checkpoint_figures_from_a_real_checkpoint(trained_store, mnist_root, tmp_path):
+    from analysis.checkpoints import inspect_checkpoints
+
+    root, test_acc = trained_store
+    ins = inspect_checkpoints(load(root), mnist_root)
+    (confusion,) = ins.confusions
+    assert confusion.matrix.sum() == 200 and np.trace(confusion.matrix) / 200 == pytest.approx(test_acc)
+    (transform,) = ins.transforms
+    assert transform.inputs.shape == transform.outputs.shape == (12, 1, 28, 28)
+    (wrong,) = ins.misclassified
+    assert wrong.wrong == 200 - np.trace(confusion.matrix) and len(wrong.images) == min(16, wrong.wrong)
+    assert any("no checkpoint" in n and "convnet/seed 0" in n for n in ins.notes)
+    a, paths = build(root, tmp_path / "out", data_dir=mnist_root)
+    names = {p.name for p in (tmp_path / "out" / "figures").iterdir()}
+    assert {"confusion_mnist.png", "transform_mnist_stnet.png", "misclassified_mnist_stnet.png"} <= names
+
+
+def test_checkpoint_figures_are_skipped_with_a_note_without_data(trained_store, tmp_path):
+    root, _ = trained_store
+    a = analyse(load(root), data_dir=tmp_path / "no-data")
+    assert any("checkpoint figures skipped" in n and "--data-dir" in n for n in a.notes)
+    assert not [f for f in render(a) if f.section == "weights"]
+
+
+# -- the notebook --------------------------------------------------------------------------------
+def test_notebook_executes_on_a_synthetic_store(synth, tmp_path, monkeypatch):
+    import nbclient
+    import nbformat
+
+    for seed in range(2):
+        synth.trial("convnet", seed, [0.9, 0.97, 0.985])
+        synth.trial("stnet", seed, [0.92, 0.98, 0.99], sec=1.5)
+    path = REPO / "analysis" / "result_analysis.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit the notebook with outputs cleared"
+    monkeypatch.setenv("STBENCH_RESULTS_DIR", str(synth.root))
+    monkeypatch.setenv("STBENCH_DATA_DIR", str(tmp_path / "no-data"))
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}}).execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "4 trials" in text and "stnet vs convnet" in text
+
+
+# -- end to end ----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_report_after_a_real_benchmark(ray_local, mnist_root, tmp_path):
+    from harness.cli import main as benchmark
+
+    results, out = tmp_path / "results", tmp_path / "report"
+    assert benchmark(["--space", "tiny", "--results-dir", str(results), "--data-dir", str(mnist_root), "--quiet"]) == 0
+    assert main(["--results-dir", str(results), "--out", str(out), "--data-dir", str(mnist_root)]) == 0
+    html = (out / "report.html").read_text()
+    assert "tiny" in html and "transform_mnist_stnet" in html
+    accuracy = pd.read_csv(out / "tables" / "accuracy.csv")
+    assert set(accuracy.architecture) == {"convnet", "stnet"} and accuracy.seeds.tolist() == [1, 1]
