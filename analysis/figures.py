@@ -20,7 +20,8 @@ from .metrics import BASELINE, CLOCKS, architecture_order
 
 PANEL = (4.6, 3.2)  # inches per panel
 CURVE_METRICS = {"val_acc": "validation accuracy", "val_loss": "validation loss",
-                 "train_acc": "training accuracy (running, dropout on)", "train_loss": "training loss"}
+                 "train_acc": "training accuracy (running, dropout on)", "train_loss": "training loss (running)",
+                 "train_eval_acc": "training accuracy (eval mode)", "train_eval_loss": "training loss (eval mode)"}
 
 sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9)
 

@@ -75,7 +75,7 @@ def accuracy_table(trials: pd.DataFrame, confidence: float = stats.CONFIDENCE, b
 def trial_summary(epochs: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: metrics at its best-validation epoch (the first maximum, as the trainer picks it)
     and at its last epoch, and its median per-epoch timings."""
-    metrics = ["train_acc", "val_acc", "train_loss", "val_loss"]
+    metrics = ["train_acc", "val_acc", "train_loss", "val_loss", "train_eval_acc", "train_eval_loss"]
     columns = ["trial_id", *KEY, "status", "epochs", "sec_per_epoch", "eval_s_per_epoch", "images_per_s", "best_epoch",
                *(f"{at}_{m}" for m in metrics for at in ("best", "last"))]
     if epochs.empty:
@@ -90,8 +90,8 @@ def trial_summary(epochs: pd.DataFrame) -> pd.DataFrame:
                  images_per_s=("images_per_s", "median"))
     out["best_epoch"] = best["epoch"]
     for m in metrics:
-        out[f"best_{m}"] = best[m]
-        out[f"last_{m}"] = last[m]
+        out[f"best_{m}"] = best[m] if m in best else np.nan
+        out[f"last_{m}"] = last[m] if m in last else np.nan
     return out.reset_index()[columns]
 
 
@@ -151,18 +151,22 @@ def gap_table(summary: pd.DataFrame, confidence: float = stats.CONFIDENCE, basel
     """Train − validation accuracy and validation − train loss of complete trials, at the best-validation
     epoch and at the last epoch, mean with t-interval per dataset × architecture.
 
-    Training accuracy and loss are running averages over the epoch with dropout on,
-    so they understate the fit of the final weights; gaps read low (often negative)."""
+    Training metrics are the eval-mode ones (final weights, dropout off, a fixed training subset the size
+    of the validation set), measured exactly as validation is. Stores written before those existed only
+    have running averages taken with dropout on, which understate the fit (gaps read low, often
+    negative); ``train_metric`` says which one a row used."""
     rows = []
     done = summary[summary["status"] == "complete"]
     for (dataset, arch), group in done.groupby(["dataset", "architecture"]):
         for at in ("best", "last"):
-            acc = stats.t_interval(group[f"{at}_train_acc"] - group[f"{at}_val_acc"], confidence)
-            loss = stats.t_interval(group[f"{at}_val_loss"] - group[f"{at}_train_loss"], confidence)
-            rows.append({"dataset": dataset, "architecture": arch, "at": at, "trials": acc.n,
+            kind = "eval" if group[f"{at}_train_eval_acc"].notna().all() else "running"
+            train = "train_eval" if kind == "eval" else "train"
+            acc = stats.t_interval(group[f"{at}_{train}_acc"] - group[f"{at}_val_acc"], confidence)
+            loss = stats.t_interval(group[f"{at}_val_loss"] - group[f"{at}_{train}_loss"], confidence)
+            rows.append({"dataset": dataset, "architecture": arch, "at": at, "train_metric": kind, "trials": acc.n,
                          "acc_gap": acc.estimate, "acc_gap_low": acc.low, "acc_gap_high": acc.high,
                          "loss_gap": loss.estimate, "loss_gap_low": loss.low, "loss_gap_high": loss.high})
-    columns = ["dataset", "architecture", "at", "trials", "acc_gap", "acc_gap_low", "acc_gap_high",
+    columns = ["dataset", "architecture", "at", "train_metric", "trials", "acc_gap", "acc_gap_low", "acc_gap_high",
                "loss_gap", "loss_gap_low", "loss_gap_high"]
     return order_rows(pd.DataFrame(rows, columns=columns), baseline, extra=("at",))
 

@@ -194,9 +194,10 @@ SECTIONS = [
     ("curves", "4. Learning curves", ""),
     ("gaps", "5. Overfitting gap",
      "Training minus validation accuracy and validation minus training loss, at the best-validation epoch and at "
-     "the last epoch. Training metrics are running averages over each epoch with dropout on, so they understate "
-     "how well the final weights fit the training set: gaps read low, often negative. Compare architectures, not "
-     "absolute values."),
+     "the last epoch. Training metrics are those of the epoch's final weights in eval mode on a fixed training "
+     "subset the size of the validation set, measured exactly as validation is (column train_metric = eval). "
+     "Stores from before that measurement existed fall back to running averages taken with dropout on "
+     "(train_metric = running), which understate the fit: such gaps read low, often negative."),
     ("overhead", "6. Training-time overhead",
      "Per trial, the median epoch's training seconds, images/s and evaluation seconds; per architecture the "
      "geometric mean over trials, and its ratio to the baseline on the same dataset and hardware with a Welch "

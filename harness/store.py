@@ -46,6 +46,7 @@ EPOCHS = pa.schema(_ID + [
     ("epoch", pa.int64()),
     ("train_loss", pa.float64()), ("train_acc", pa.float64()),
     ("val_loss", pa.float64()), ("val_acc", pa.float64()),
+    ("train_eval_loss", pa.float64()), ("train_eval_acc", pa.float64()),
     ("train_time_s", pa.float64()), ("eval_time_s", pa.float64()),
     ("images_per_s", pa.float64()),
     ("reported_at", pa.timestamp("us", tz="UTC")),

@@ -160,6 +160,10 @@ class Trainer:
 
         t0 = time.perf_counter()
         val_loss, val_acc = self.evaluate(self.splits.val_x, self.splits.val_y)
+        # The running training metrics above are taken with dropout on while the weights change; the
+        # overfitting gap needs the final weights in eval mode on training images, as validation is measured.
+        k = min(len(self.splits.val_y), n)
+        train_eval_loss, train_eval_acc = self.evaluate(x[:k], y[:k])
         eval_time = time.perf_counter() - t0
         if val_acc > self.best_val_acc:
             self.best_val_acc, self.best_epoch = val_acc, epoch
@@ -168,6 +172,7 @@ class Trainer:
             "epoch": epoch, "status": "running",
             "train_loss": train_loss, "train_acc": train_acc,
             "val_loss": val_loss, "val_acc": val_acc,
+            "train_eval_loss": train_eval_loss, "train_eval_acc": train_eval_acc,
             "train_time_s": train_time, "eval_time_s": eval_time,
             "images_per_s": n / train_time if train_time > 0 else float("nan"),
             "num_params": self.num_params,

@@ -36,7 +36,7 @@ class Synth:
 
     def trial(self, arch, seed, val_acc, *, dataset="mnist", status="complete", test_acc=None, sec=1.0, eval_sec=0.1,
               train_acc=None, train_loss=None, val_loss=None, hardware=("cpu", "Test CPU", None), trial_id=None,
-              finished=True, n_images=1000, space="synth"):
+              finished=True, n_images=1000, space="synth", train_eval=None):
         """``val_acc``: one value per epoch; ``sec``: training seconds per epoch (a number or a list)."""
         trial_id = trial_id or f"{dataset}-{arch}-{seed}"
         n = len(val_acc)
@@ -47,7 +47,9 @@ class Synth:
         rows = [{"trial_id": trial_id, "run_id": "r1", "architecture": arch, "dataset": dataset, "seed": seed,
                  "epoch": e + 1, "train_loss": train_loss[e], "train_acc": train_acc[e], "val_loss": val_loss[e],
                  "val_acc": val_acc[e], "train_time_s": sec[e], "eval_time_s": eval_sec, "images_per_s": n_images / sec[e],
-                 "reported_at": T0 + timedelta(seconds=e)} for e in range(n)]
+                 "reported_at": T0 + timedelta(seconds=e),
+                 **({"train_eval_acc": train_eval[e][0], "train_eval_loss": train_eval[e][1]} if train_eval else {})}
+                for e in range(n)]
         self.store.put_epochs(trial_id, rows)
         if finished:
             device, cpu, gpu = hardware
@@ -187,6 +189,17 @@ def test_gap_at_best_and_last_epoch(synth):
     gaps = metrics.gap_table(metrics.trial_summary(load(synth.root).epochs)).set_index("at")
     assert gaps.loc["best", "acc_gap"] == pytest.approx(0.05) and gaps.loc["last", "acc_gap"] == pytest.approx(0.14)
     assert gaps.loc["best", "loss_gap"] == pytest.approx(0.1) and gaps.loc["last", "loss_gap"] == pytest.approx(0.35)
+    assert set(gaps["train_metric"]) == {"running"}
+
+
+def test_gap_uses_eval_mode_training_metrics_when_the_store_has_them(synth):
+    for seed in range(3):
+        synth.trial("convnet", seed, [0.80, 0.90, 0.85], train_acc=[0.70, 0.80, 0.80],
+                    train_eval=[(0.82, 0.5), (0.97, 0.1), (0.99, 0.05)], val_loss=[0.6, 0.3, 0.4])
+    gaps = metrics.gap_table(metrics.trial_summary(load(synth.root).epochs)).set_index("at")
+    assert set(gaps["train_metric"]) == {"eval"}
+    assert gaps.loc["best", "acc_gap"] == pytest.approx(0.07) and gaps.loc["last", "acc_gap"] == pytest.approx(0.14)
+    assert gaps.loc["best", "loss_gap"] == pytest.approx(0.2) and gaps.loc["last", "loss_gap"] == pytest.approx(0.35)
 
 
 def test_paired_comparisons_pair_by_seed_and_correct_with_holm(synth):

@@ -32,6 +32,7 @@ def test_same_seed_gives_the_same_metrics(trials, splits, arch):
     assert a[-1]["test_acc"] == b[-1]["test_acc"]
     assert [m["epoch"] for m in a] == [1, 2, 3] and a[-1]["status"] == "complete"
     assert all(m["train_time_s"] > 0 and m["images_per_s"] > 0 for m in a)
+    assert all(0 <= m["train_eval_acc"] <= 1 and m["train_eval_loss"] > 0 for m in a)
 
 
 def test_learns(trials, splits):
