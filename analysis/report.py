@@ -343,6 +343,11 @@ def parser() -> argparse.ArgumentParser:
                    f"(default: {metrics.BASELINE})")
     p.add_argument("--confidence", type=float, default=stats.CONFIDENCE, help="confidence level of every interval (default: 0.95)")
     p.add_argument("--no-checkpoints", action="store_true", help="skip the figures that need the weights and the dataset")
+    p.add_argument("--wandb", nargs="?", const="offline", choices=("offline", "online"), default=None,
+                   help="also log the tables and figures to a W&B run of their own (offline unless 'online'; "
+                        "online also builds a W&B Report)")
+    p.add_argument("--wandb-project", default="stbench", metavar="NAME", help="W&B project (default: stbench)")
+    p.add_argument("--wandb-entity", default=None, metavar="NAME", help="W&B entity (team or user)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -366,6 +371,16 @@ def main(argv: list[str] | None = None) -> int:
           f"in {time.perf_counter() - started:.1f} s")
     for note in a.notes:
         print(f"note: {note}")
+    if args.wandb:
+        from harness.tracking import WandbSettings
+
+        from .wandb_report import publish
+
+        where = publish(a.tables, Path(args.out) / "figures", paths["markdown"], Path(args.out),
+                        WandbSettings(mode=args.wandb, project=args.wandb_project, entity=args.wandb_entity),
+                        name=f"report-{args.space or 'all'}")
+        if where:
+            print(f"report: logged to W&B ({args.wandb}): {where}")
     return 0
 
 

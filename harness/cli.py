@@ -48,6 +48,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true", help="never download datasets; fail if files are missing")
     p.add_argument("--retry-errored", action="store_true",
                    help="run again trials that ended in error in an earlier run (default: keep them)")
+    p.add_argument("--wandb-mode", choices=("offline", "online", "disabled"), default=None,
+                   help="W&B logging (default: the space's wandb.mode, else offline; runs land in RESULTS_DIR/wandb)")
+    p.add_argument("--wandb-project", default=None, metavar="NAME", help="W&B project (default: the space's, else stbench)")
+    p.add_argument("--wandb-entity", default=None, metavar="NAME", help="W&B entity (team or user)")
     p.add_argument("--quiet", action="store_true", help="no progress table")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return p
@@ -76,6 +80,10 @@ def _main(args) -> int:
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UserError(f"--max-concurrent: must be ≥ 1 (got {args.max_concurrent})")
     space, text = load_space(args.space)
+    overrides = {k: v for k, v in (("mode", args.wandb_mode), ("project", args.wandb_project),
+                                   ("entity", args.wandb_entity)) if v is not None}
+    if overrides:
+        space = space.model_copy(update={"wandb": space.wandb.model_copy(update=overrides)})
     trials = driver.select(space.trials(), args.architectures, args.datasets, args.seeds)
     t0 = time.perf_counter()
     outcome = driver.run(space, text, trials=trials, results_dir=Path(args.results_dir),

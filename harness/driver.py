@@ -172,6 +172,7 @@ def _fit(space, pending, resume, store, run_id, trial_provenance, results_dir, d
     from ray import tune
 
     from .callbacks import StoreCallback
+    from .tracking import WandbSettings, make_callback
     from .train import trainable
 
     # Tune's classic table shows the columns a researcher scans for (its newer output prints every result).
@@ -184,6 +185,12 @@ def _fit(space, pending, resume, store, run_id, trial_provenance, results_dir, d
         max_report_frequency=20, print_intermediate_tables=True,
     )
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
+    callbacks = [StoreCallback(store, run_id, space.name, trial_provenance)]
+    w = space.wandb
+    wandb_callback = make_callback(WandbSettings(mode=w.mode, project=w.project, entity=w.entity,
+                                                 init_timeout_s=w.init_timeout_s), results_dir, group=run_id)
+    if wandb_callback is not None:
+        callbacks.append(wandb_callback)
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         param_space={"trial": tune.grid_search(pending), "resume": resume, "data_dir": str(data_dir),
@@ -194,7 +201,7 @@ def _fit(space, pending, resume, store, run_id, trial_provenance, results_dir, d
         ),
         run_config=tune.RunConfig(
             name=run_id, storage_path=str(Path(results_dir).resolve() / "ray"),
-            callbacks=[StoreCallback(store, run_id, space.name, trial_provenance)],
+            callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=space.max_failures),
             progress_reporter=reporter, verbose=1 if verbose else 0,

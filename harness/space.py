@@ -86,6 +86,17 @@ class Resources(BaseModel):
     gpu: float = Field(0.0, ge=0)
 
 
+class Wandb(BaseModel):
+    """Weights & Biases: offline by default (no account, no network); ``disabled`` turns it off."""
+
+    model_config = Strict
+
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    project: str = Field("stbench", min_length=1)
+    entity: Optional[str] = None
+    init_timeout_s: float = Field(60.0, gt=0, description="how long a trial's W&B run may take to start")
+
+
 class SearchSpace(BaseModel):
     model_config = Strict
 
@@ -97,6 +108,7 @@ class SearchSpace(BaseModel):
     model_options: dict[ArchitectureName, dict[str, Any]] = {}
     resources: Resources = Resources()
     max_failures: int = Field(2, ge=0)
+    wandb: Wandb = Wandb()
 
     @model_validator(mode="after")
     def _known_model_options(self):

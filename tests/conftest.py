@@ -15,7 +15,6 @@ SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # tests start their own clusters; see shared/notes/ray-facts.md
-os.environ.setdefault("WANDB_MODE", "disabled")
 
 
 def write_fake_mnist(root: Path, folder: str = "MNIST", n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:

@@ -1,0 +1,175 @@
+"""Weights & Biases: one W&B run per trial, through Ray Tune's own ``WandbLoggerCallback``.
+
+Tune logs each trial from a small actor process, so W&B never runs inside a
+trial. On top of Tune's callback this adds what a benchmark needs: runs grouped
+by benchmark run and tagged by architecture, dataset and seed; offline by
+default (no account, no network; runs land under the results directory); and
+failure isolation: whatever W&B does (no network, bad credentials, an
+exception), the trials go on, the results store is complete, and one warning
+says what happened. The API key is never logged, stored or printed.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+DEFAULT_PROJECT = "stbench"
+MODES = ("offline", "online", "disabled")
+
+
+@dataclass(frozen=True)
+class WandbSettings:
+    mode: str = "offline"
+    project: str = DEFAULT_PROJECT
+    entity: str | None = None
+    init_timeout_s: float = 60.0
+    upload_timeout_s: float = 120.0
+
+# W&B settings the logging actors must see (self-hosted server, key, entity); mode and dir are passed explicitly.
+FORWARDED_ENV_PREFIX = "WANDB_"
+NOT_FORWARDED = ("WANDB_MODE", "WANDB_DIR")
+
+
+def has_credentials() -> bool:
+    """An API key in the environment or in ~/.netrc for the W&B host (what ``wandb login`` writes)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def effective_mode(settings: WandbSettings) -> str:
+    if settings.mode == "online" and not has_credentials():
+        warn("W&B online mode was asked for but no credentials were found (WANDB_API_KEY or `wandb login`); "
+             "logging offline instead, upload later with `wandb sync`")
+        return "offline"
+    return settings.mode
+
+
+def redact(text: str) -> str:
+    key = os.environ.get("WANDB_API_KEY")
+    return text.replace(key, "***") if key else text
+
+
+def warn(message: str) -> None:
+    print(f"stbench: warning: {redact(message)}", file=sys.stderr, flush=True)
+
+
+def wandb_dir(results_dir: Path) -> Path:
+    return Path(results_dir).resolve() / "wandb"
+
+
+def make_callback(settings: WandbSettings, results_dir: Path, group: str, job_type: str = "benchmark"):
+    """The Tune callback for ``settings``, or None when W&B is disabled or cannot even be set up."""
+    mode = effective_mode(settings)
+    if mode == "disabled":
+        return None
+    try:
+        directory = wandb_dir(results_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        return _callback_class()(
+            project=settings.project, group=group, excludes=["resume"], upload_timeout=int(settings.upload_timeout_s),
+            entity=settings.entity, mode=mode, dir=str(directory), job_type=job_type, reinit="finish_previous",
+            settings={"init_timeout": settings.init_timeout_s, "silent": True, "console": "off"},
+        )
+    except Exception as e:  # wandb missing or broken: the benchmark does not depend on it
+        warn(f"W&B logging is off for this run: {type(e).__name__}: {e}")
+        return None
+
+
+def _callback_class():
+    import ray
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    class StbenchWandbCallback(WandbLoggerCallback):
+        """Tune's W&B callback with per-trial names and tags, and every driver-side hook made harmless."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.failed = False
+            self.lost_trials: set[str] = set()
+
+        def _guard(self, hook: str, fn, *args, **kwargs):
+            if self.failed:
+                return None
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                self.failed = True
+                warn(f"W&B logging stopped ({hook}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                     "the benchmark goes on and the results store is complete")
+                return None
+
+        def setup(self, *args, **kwargs):
+            # Tune asks for an API key unless WANDB_MODE says offline; offline needs none.
+            saved = os.environ.get("WANDB_MODE")
+            if self.kwargs.get("mode") == "offline":
+                os.environ["WANDB_MODE"] = "offline"
+            try:
+                self._guard("setup", super().setup, *args, **kwargs)
+                self._guard("setup", self._make_logger_class)
+            finally:
+                if saved is None:
+                    os.environ.pop("WANDB_MODE", None)
+                else:
+                    os.environ["WANDB_MODE"] = saved
+
+        def _make_logger_class(self):
+            """Tune's logging actor, given every WANDB_* setting of the driver (Tune forwards only the key)."""
+            from ray.air.integrations.wandb import _force_on_current_node
+
+            env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX) and k not in NOT_FORWARDED}
+            self._remote_logger_class = ray.remote(
+                num_cpus=0, **_force_on_current_node(), runtime_env={"env_vars": env},
+                max_restarts=-1, max_task_retries=-1,
+            )(self._logger_actor_cls)
+
+        def log_trial_start(self, trial):
+            t = trial.config["trial"]
+            base = self.kwargs
+            self.kwargs = {**base, "name": f"{t['architecture']}-{t['dataset']}-s{t['seed']}",
+                           "tags": [t["architecture"], t["dataset"], f"seed={t['seed']}"]}
+            try:
+                return self._guard("trial start", super().log_trial_start, trial)
+            finally:
+                self.kwargs = base
+
+        def log_trial_result(self, iteration, trial, result):
+            return self._guard("result", super().log_trial_result, iteration, trial, result)
+
+        def log_trial_save(self, trial):
+            return self._guard("checkpoint", super().log_trial_save, trial)
+
+        def log_trial_end(self, trial, failed=False):
+            return self._guard("trial end", super().log_trial_end, trial, failed)
+
+        def on_experiment_end(self, trials, **info):
+            self._guard("experiment end", super().on_experiment_end, trials, **info)
+
+        def _cleanup_logging_actors(self, timeout: int = 0, kill_on_timeout: bool = False):
+            # Tune drops a logging actor's outcome; read it, so a W&B failure is reported once, not hidden.
+            futures = list(self._trial_logging_futures.values())
+            done, _ = ray.wait(futures, num_returns=len(futures), timeout=timeout)
+            for future in done:
+                trial = self._logging_future_to_trial[future]
+                try:
+                    ray.get(future)
+                except Exception as e:
+                    if not self.lost_trials:
+                        original = getattr(e, "cause", None) or e  # a RayTaskError wraps what W&B raised
+                        text = str(original).strip().splitlines()
+                        cause = f"{type(original).__name__}: {text[0] if text else ''}"
+                        warn(f"W&B logging failed for trial {trial} ({cause}); the benchmark goes on, the results "
+                             "store is complete, and further W&B failures of this run are not repeated")
+                    self.lost_trials.add(str(trial))
+            super()._cleanup_logging_actors(timeout=0, kill_on_timeout=kill_on_timeout)  # already waited above
+
+    return StbenchWandbCallback
