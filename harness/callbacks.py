@@ -14,9 +14,10 @@ import torch
 from ray import tune
 
 from .store import EPOCHS, ResultsStore, now
-from .train import STATE_FILE
+from .train import STATE_FILE, effective_loc_lr
 
-EPOCH_METRICS = [c for c in EPOCHS.names if c not in ("trial_id", "run_id", "architecture", "dataset", "seed", "reported_at")]
+EPOCH_METRICS = [c for c in EPOCHS.names
+                 if c not in ("trial_id", "run_id", "architecture", "dataset", "seed", "stage", "reported_at")]
 WHERE = ("hostname", "node_ip", "node_id", "device", "cpu_model", "gpu_model")
 
 
@@ -30,8 +31,17 @@ class StoreCallback(tune.Callback):
 
     def _ids(self, trial) -> dict:
         t = trial.config["trial"]
+        if t.get("stage") == "tune":  # one Optuna trial: the cell's config is shared, the sampled values are its own
+            return {"trial_id": f"tune-{t['study_key']}-{trial.trial_id}", "run_id": self.run_id,
+                    "architecture": t["architecture"], "dataset": t["dataset"], "seed": None, "stage": "tune"}
         return {"trial_id": t["trial_id"], "run_id": self.run_id, "architecture": t["architecture"],
-                "dataset": t["dataset"], "seed": t["seed"]}
+                "dataset": t["dataset"], "seed": t["seed"], "stage": "benchmark"}
+
+    @staticmethod
+    def _training(trial) -> dict:
+        """The learning rates the trial actually trained with (a tuning trial's are sampled by Optuna)."""
+        t = trial.config["trial"]
+        return {**t["training"], **{k: trial.config[k] for k in ("loc_lr", "loc_lr_mult", "lr") if k in trial.config}}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" not in result:
@@ -51,7 +61,8 @@ class StoreCallback(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
         ids = self._ids(trial)
-        self._finish(trial, status=result.get("status", "complete"), result=result)
+        status = result.get("status", "complete")
+        self._finish(trial, status="stopped" if status == "running" else status, result=result)  # a scheduler's stop
         self._save_best_weights(trial, ids["trial_id"])
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -59,17 +70,22 @@ class StoreCallback(tune.Callback):
 
     def _finish(self, trial, status: str, result: dict, error: str | None = None) -> None:
         ids = self._ids(trial)
+        training = self._training(trial)
         epochs = self.store.trial_epochs(ids["trial_id"])
         row = {
             **ids, "space": self.space_name, "status": status, "error": error,
             "epochs_completed": int(epochs["epoch"].max()) if len(epochs) else 0,
             "diverged_epoch": result.get("diverged_epoch"),
-            "best_epoch": result.get("best_epoch"), "best_val_acc": result.get("best_val_acc"),
+            "best_epoch": result.get("best_epoch"),
+            "best_val_acc": result.get("best_val_acc", result.get("objective")),  # tuning: the seeds' mean
             "test_loss": result.get("test_loss"), "test_acc": result.get("test_acc"),
             "num_params": result.get("num_params"), "restarts": self.restarts.get(ids["trial_id"], 0),
             "train_time_s": float(epochs["train_time_s"].sum()) if len(epochs) else None,
             "eval_time_s": float(epochs["eval_time_s"].sum()) if len(epochs) else None,
-            "config_json": json.dumps(trial.config["trial"], sort_keys=True),
+            "config_json": json.dumps({**trial.config["trial"], "training": training}, sort_keys=True),
+            "study": (trial.config["trial"].get("tuning") or {}).get("study") or trial.config["trial"].get("study"),
+            "lr_tuned": ids["stage"] == "tune" or bool(trial.config["trial"].get("tuning")),
+            "loc_lr": effective_loc_lr(training), "lr": training["lr"],
             **{k: result.get(k) for k in WHERE},
             **self.provenance, "finished_at": now(),
         }

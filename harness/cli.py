@@ -84,9 +84,9 @@ def _main(args) -> int:
                                    ("entity", args.wandb_entity)) if v is not None}
     if overrides:
         space = space.model_copy(update={"wandb": space.wandb.model_copy(update=overrides)})
-    trials = driver.select(space.trials(), args.architectures, args.datasets, args.seeds)
     t0 = time.perf_counter()
-    outcome = driver.run(space, text, trials=trials, results_dir=Path(args.results_dir),
+    select_by = {"architectures": args.architectures, "datasets": args.datasets, "seeds": args.seeds}
+    outcome = driver.run(space, text, select_by=select_by, results_dir=Path(args.results_dir),
                          data_dir=resolve_data_dir(args.data_dir), address=args.address,
                          max_concurrent=args.max_concurrent, download=not args.no_download,
                          retry_errored=args.retry_errored, verbose=0 if args.quiet else 1)

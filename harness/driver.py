@@ -12,7 +12,7 @@ import json
 import os
 import secrets
 import socket
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -72,58 +72,100 @@ def select(trials: list[dict], architectures=None, datasets=None, seeds=None) ->
     return trials
 
 
-def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Path, trials: list[dict] | None = None,
+def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Path, select_by: dict | None = None,
         address: str | None = None, max_concurrent: int | None = None, download: bool = True,
         retry_errored: bool = False, verbose: int = 1) -> Outcome:
-    trials = space.trials() if trials is None else trials
+    """Tune (when the space asks for it), then benchmark; everything checked before anything is written."""
+    select_by = select_by or {}
+    trials = select(space.trials(), **select_by)
     store = ResultsStore.check(results_dir)  # nothing is written until every check has passed
     preflight(space, trials, data_dir, download)
     remote = address is not None or bool(os.environ.get("RAY_ADDRESS"))
     with ray_connection(address) if remote else nullcontext():  # an unreachable cluster is bad input too
         store.create()
-        with store.lock():
+        with store.lock(), ExitStack() as stack:
             swept = store.sweep_partials()
-            if swept and verbose:
+            if swept:
                 print(f"stbench: removed {len(swept)} partial file(s) left by an interrupted write")
-            return _run_locked(space, space_yaml, store, trials, results_dir, data_dir, address, max_concurrent,
-                               retry_errored, verbose)
+            session = _Session(space, space_yaml, store, Path(results_dir), data_dir, address, verbose, stack)
+            tuned = session.tune(select_by) if space.tune is not None else {}
+            trials = select(space.trials(tuned), **select_by)
+            return session.benchmark(trials, max_concurrent, retry_errored)
 
 
-def _run_locked(space, space_yaml, store, trials, results_dir, data_dir, address, max_concurrent,
-                retry_errored, verbose) -> Outcome:
-    done_statuses = ("complete", "diverged") if retry_errored else ("complete", "diverged", "error")
-    done = store.finished_trial_ids(done_statuses)
-    pending = [t for t in trials if t["trial_id"] not in done]
-    run_id = new_run_id()
-    outcome = Outcome(run_id, total=len(trials), skipped=len(trials) - len(pending))
-    if verbose:
-        print(f"stbench: {len(trials)} trials in '{space.name}', {outcome.skipped} already in {results_dir}, "
-              f"{len(pending)} to run (run {run_id})")
-    if not pending:
+class _Session:
+    """One invocation: a run id, a run row in the store, and a Ray connection opened only if there is work."""
+
+    def __init__(self, space, space_yaml, store, results_dir, data_dir, address, verbose, stack: ExitStack):
+        self.space, self.space_yaml, self.store = space, space_yaml, store
+        self.results_dir, self.data_dir, self.address, self.verbose = results_dir, data_dir, address, verbose
+        self.stack = stack
+        self.run_id = new_run_id()
+        self.run_row: dict | None = None
+        self.provenance: dict = {}
+
+    def _start(self, total: int, skipped: int) -> None:
+        """First real work of this invocation: record the run, connect to Ray."""
+        if self.run_row is None:
+            provenance = driver_provenance()
+            self.run_row = {"run_id": self.run_id, "space": self.space.name, "space_yaml": self.space_yaml,
+                            "command": provenance.pop("argv"),
+                            "address": self.address or os.environ.get("RAY_ADDRESS") or "local",
+                            "trials_total": total, "trials_skipped": skipped, "started_at": now(),
+                            "provenance_json": json.dumps(provenance, sort_keys=True)}
+            self.store.put_run(self.run_row)
+            self.stack.callback(lambda: self.store.put_run({**self.run_row, "finished_at": now()}))
+            self.provenance = {k: provenance[k] for k in (
+                "git_commit", "git_dirty", "python_version", "torch_version", "torchvision_version",
+                "ray_version", "optuna_version")}
+            configure_tune_output()
+            self.stack.enter_context(ray_connection(self.address))
+
+    def callbacks(self, job_type: str = "benchmark") -> list:
+        from .callbacks import StoreCallback
+        from .tracking import WandbSettings, make_callback
+
+        callbacks = [StoreCallback(self.store, self.run_id, self.space.name, self.provenance)]
+        w = self.space.wandb
+        settings = WandbSettings(mode=w.mode, project=w.project, entity=w.entity, init_timeout_s=w.init_timeout_s)
+        wandb_callback = make_callback(settings, self.results_dir, group=self.run_id, job_type=job_type)
+        return callbacks + ([wandb_callback] if wandb_callback is not None else [])
+
+    def tune(self, select_by: dict) -> dict:
+        from . import tuning
+
+        wanted = tuning.cells(self.space, select_by.get("architectures"), select_by.get("datasets"))
+        if any(tuning.remaining(self.space, a, d, self.results_dir) > 0 for a, d in wanted):
+            self._start(total=0, skipped=0)
+        cells = tuning.run_tuning(self.space, results_dir=self.results_dir, data_dir=self.data_dir,
+                                  callbacks_for=self.callbacks, run_id=self.run_id,
+                                  architectures=select_by.get("architectures"), datasets=select_by.get("datasets"),
+                                  verbose=self.verbose)
+        for (arch, dataset), cell in cells.items():
+            default = "n/a" if cell.default_value is None else f"{cell.default_value:.4f}"
+            print(f"stbench: tuned {arch} on {dataset}: {cell.best_params} → objective {cell.best_value:.4f} "
+                  f"(untuned default {default}; {cell.n_trials} trials, study {cell.study})")
+        return {key: cell.as_tuned() for key, cell in cells.items()}
+
+    def benchmark(self, trials: list[dict], max_concurrent, retry_errored: bool) -> Outcome:
+        done_statuses = ("complete", "diverged") if retry_errored else ("complete", "diverged", "error")
+        done = self.store.finished_trial_ids(done_statuses)
+        pending = [t for t in trials if t["trial_id"] not in done]
+        outcome = Outcome(self.run_id, total=len(trials), skipped=len(trials) - len(pending))
+        print(f"stbench: {len(trials)} trials in '{self.space.name}', {outcome.skipped} already in "
+              f"{self.results_dir}, {len(pending)} to run (run {self.run_id})")
+        if pending:
+            self._start(total=len(trials), skipped=outcome.skipped)
+            self.run_row.update(trials_total=len(trials), trials_skipped=outcome.skipped)
+            resume = {k: v for k, v in self.store.resume_points().items() if k in {t["trial_id"] for t in pending}}
+            if resume:
+                print(f"stbench: {len(resume)} unfinished trial(s) resume from their last checkpoint")
+            _fit(self.space, pending, resume, self.callbacks(), self.run_id, self.results_dir, self.data_dir,
+                 max_concurrent, self.verbose)
+            finished = self.store.trials()
+            finished = finished[finished["trial_id"].isin({t["trial_id"] for t in trials})]
+            outcome.statuses = finished["status"].value_counts().to_dict()
         return outcome
-
-    provenance = driver_provenance()
-    run_row = {"run_id": run_id, "space": space.name, "space_yaml": space_yaml, "command": provenance.pop("argv"),
-               "address": address or os.environ.get("RAY_ADDRESS") or "local",
-               "trials_total": len(trials), "trials_skipped": outcome.skipped, "started_at": now(),
-               "provenance_json": json.dumps(provenance, sort_keys=True)}
-    store.put_run(run_row)
-    trial_provenance = {k: provenance[k] for k in (
-        "git_commit", "git_dirty", "python_version", "torch_version", "torchvision_version", "ray_version", "optuna_version")}
-
-    resume = {k: v for k, v in store.resume_points().items() if k in {t["trial_id"] for t in pending}}
-    if resume and verbose:
-        print(f"stbench: {len(resume)} unfinished trial(s) resume from their last checkpoint")
-    try:
-        with ray_connection(address):
-            _fit(space, pending, resume, store, run_id, trial_provenance, results_dir, data_dir, max_concurrent, verbose)
-    finally:
-        store.put_run({**run_row, "finished_at": now()})
-
-    finished = store.trials()
-    finished = finished[finished["trial_id"].isin({t["trial_id"] for t in trials})]
-    outcome.statuses = finished["status"].value_counts().to_dict()
-    return outcome
 
 
 @contextmanager
@@ -168,16 +210,17 @@ def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
                         "(`ray start --head` or `ray up cluster.yaml`) or drop --address to run locally") from None
 
 
-def _fit(space, pending, resume, store, run_id, trial_provenance, results_dir, data_dir, max_concurrent, verbose) -> None:
-    from ray import tune
-
-    from .callbacks import StoreCallback
-    from .tracking import WandbSettings, make_callback
-    from .train import trainable
-
-    # Tune's classic table shows the columns a researcher scans for (its newer output prints every result).
+def configure_tune_output() -> None:
+    """Tune's classic table shows the columns a researcher scans for (its newer output prints every result)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def _fit(space, pending, resume, callbacks, run_id, results_dir, data_dir, max_concurrent, verbose) -> None:
+    from ray import tune
+
+    from .train import trainable
+
     reporter = tune.CLIReporter(
         parameter_columns={"trial/architecture": "architecture", "trial/dataset": "dataset", "trial/seed": "seed"},
         metric_columns={"epoch": "epoch", "train_loss": "train loss", "val_acc": "val acc",
@@ -185,12 +228,6 @@ def _fit(space, pending, resume, store, run_id, trial_provenance, results_dir, d
         max_report_frequency=20, print_intermediate_tables=True,
     )
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
-    callbacks = [StoreCallback(store, run_id, space.name, trial_provenance)]
-    w = space.wandb
-    wandb_callback = make_callback(WandbSettings(mode=w.mode, project=w.project, entity=w.entity,
-                                                 init_timeout_s=w.init_timeout_s), results_dir, group=run_id)
-    if wandb_callback is not None:
-        callbacks.append(wandb_callback)
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         param_space={"trial": tune.grid_search(pending), "resume": resume, "data_dir": str(data_dir),

@@ -86,6 +86,60 @@ class Resources(BaseModel):
     gpu: float = Field(0.0, ge=0)
 
 
+class Range(BaseModel):
+    """A search range for one learning rate (log-uniform by default)."""
+
+    model_config = Strict
+
+    low: float = Field(gt=0)
+    high: float = Field(gt=0)
+    log: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.low >= self.high:
+            raise ValueError(f"low must be below high (got low={self.low}, high={self.high})")
+        return self
+
+
+class Tuning(BaseModel):
+    """An Optuna study per architecture × dataset that tunes the localization network's learning rate
+    (absolute ``loc_lr`` or ``loc_lr_mult`` × lr) and optionally the main ``lr``, before the benchmark."""
+
+    model_config = Strict
+
+    architectures: Optional[list[ArchitectureName]] = Field(
+        None, description="default: every architecture of the space that has a spatial transformer")
+    trials: int = Field(20, ge=1, description="Optuna trials per architecture × dataset")
+    seeds: Union[int, list[int]] = Field(3, description="each Optuna trial averages these seeds (a count: 1000, 1001, ...)")
+    loc_lr: Optional[Range] = None
+    loc_lr_mult: Optional[Range] = None
+    lr: Optional[Range] = None
+    epochs: Optional[int] = Field(None, ge=1, description="epochs of a tuning trial (default: the benchmark's)")
+    train_limit: Optional[int] = Field(None, ge=1)
+    scheduler: Literal["none", "asha"] = "none"
+    grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial may be stopped")
+    max_concurrent: Optional[int] = Field(None, ge=1)
+    sampler_seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_target(self):
+        if (self.loc_lr is None) == (self.loc_lr_mult is None):
+            raise ValueError("give exactly one of loc_lr (absolute range) or loc_lr_mult (multiplier range)")
+        seeds = self.seeds
+        if (isinstance(seeds, int) and seeds < 1) or (
+            isinstance(seeds, list) and (not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds))
+        ):
+            raise ValueError(f"seeds: must be a count ≥ 1 or a non-empty list of distinct seeds ≥ 0 (got {seeds!r})")
+        return self
+
+    def seed_list(self) -> list[int]:
+        return list(range(1000, 1000 + self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    def ranges(self) -> dict[str, Range]:
+        return {k: getattr(self, k) for k in ("loc_lr", "loc_lr_mult", "lr") if getattr(self, k) is not None}
+
+
 class Wandb(BaseModel):
     """Weights & Biases: offline by default (no account, no network); ``disabled`` turns it off."""
 
@@ -109,6 +163,27 @@ class SearchSpace(BaseModel):
     resources: Resources = Resources()
     max_failures: int = Field(2, ge=0)
     wandb: Wandb = Wandb()
+    tune: Optional[Tuning] = None
+
+    @model_validator(mode="after")
+    def _tunable_architectures(self):
+        if self.tune is None:
+            return self
+        from .models import build_model, localization_parameters
+
+        names = self.tune.architectures if self.tune.architectures is not None else self.architectures
+        with_stn = [a for a in names if localization_parameters(build_model(a, (1, 28, 28), 10))]
+        if self.tune.architectures is not None and len(with_stn) != len(names):
+            bad = sorted(set(names) - set(with_stn))
+            raise ValueError(f"tune.architectures: {', '.join(bad)} has no localization network to tune; "
+                             f"allowed: architectures with a spatial transformer")
+        missing = sorted(set(names) - set(self.architectures))
+        if missing:
+            raise ValueError(f"tune.architectures: {', '.join(missing)} is not among the space's architectures")
+        if not with_stn:
+            raise ValueError("tune: none of the space's architectures has a spatial transformer to tune")
+        self.tune.architectures = with_stn
+        return self
 
     @model_validator(mode="after")
     def _known_model_options(self):
@@ -124,22 +199,31 @@ class SearchSpace(BaseModel):
         override = self.datasets[dataset].model_dump(exclude_none=True)
         return Training.model_validate({**self.training.model_dump(), **override})
 
-    def trials(self) -> list[dict]:
-        """The grid architecture × dataset × seed as plain trial configs."""
+    def trials(self, tuned: dict[tuple[str, str], dict] | None = None) -> list[dict]:
+        """The grid architecture × dataset × seed as plain trial configs.
+
+        ``tuned`` maps (architecture, dataset) to ``{"study": name, "params": {...}}`` from the tuning
+        stage; those trials train with the tuned values (a different trial identity) and say where
+        the values came from.
+        """
         out = []
         for dataset in self.datasets:
             training = self.training_for(dataset)
             hyper = training.model_dump(exclude={"seeds"})
             for architecture in self.architectures:
+                tuning = (tuned or {}).get((architecture, dataset))
+                cell = {**hyper, **tuning["params"]} if tuning else hyper
                 for seed in training.seed_list():
                     trial = {
                         "architecture": architecture,
                         "dataset": dataset,
                         "seed": seed,
                         "model_options": dict(self.model_options.get(architecture, {})),
-                        "training": hyper,
+                        "training": dict(cell),
                     }
                     trial["trial_id"] = trial_id(trial)
+                    if tuning:
+                        trial["tuning"] = {"study": tuning["study"], "params": dict(tuning["params"])}
                     out.append(trial)
         return out
 
@@ -201,7 +285,7 @@ def format_errors(error: ValidationError, model: type[BaseModel], prefix: tuple 
     parts = []
     for err in error.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or "-" in p)))
-        field = ".".join(str(p) for p in prefix + loc) or "(top level)"
+        field = ".".join(str(p) for p in prefix + loc)
         if err["type"] == "extra_forbidden":
             allowed = _fields_at(model, loc[:-1])
             parts.append(f"{field}: unknown key; allowed: {', '.join(allowed)}")
@@ -209,7 +293,7 @@ def format_errors(error: ValidationError, model: type[BaseModel], prefix: tuple 
         msg = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
         shown = "" if err["type"] == "missing" or isinstance(got, (dict, list)) else f" (got {got!r})"
-        parts.append(f"{field}: {msg}{shown}")
+        parts.append(f"{field}: {msg}{shown}" if field else f"{msg}{shown}")
     seen = list(dict.fromkeys(parts))  # a union reports each branch; keep each message once
     return "; ".join(seen)
 

@@ -37,12 +37,13 @@ from .errors import UserError
 
 SCHEMA_VERSION = 1
 TMP_PREFIX = ".tmp-"
-FINISHED = ("complete", "diverged")  # trials that a rerun skips; "error" is retried on request
+FINISHED = ("complete", "diverged", "stopped")  # a rerun skips these; "error" is retried on request
 
 _ID = [("trial_id", pa.string()), ("run_id", pa.string()), ("architecture", pa.string()),
        ("dataset", pa.string()), ("seed", pa.int64())]
 
 EPOCHS = pa.schema(_ID + [
+    ("stage", pa.string()),  # "benchmark", or "tune" for a tuning trial (metrics averaged over its seeds)
     ("epoch", pa.int64()),
     ("train_loss", pa.float64()), ("train_acc", pa.float64()),
     ("val_loss", pa.float64()), ("val_acc", pa.float64()),
@@ -54,6 +55,8 @@ EPOCHS = pa.schema(_ID + [
 
 TRIALS = pa.schema(_ID + [
     ("space", pa.string()),
+    ("stage", pa.string()), ("study", pa.string()), ("lr_tuned", pa.bool_()),
+    ("loc_lr", pa.float64()), ("lr", pa.float64()),
     ("status", pa.string()), ("error", pa.string()),
     ("epochs_completed", pa.int64()), ("diverged_epoch", pa.int64()),
     ("best_epoch", pa.int64()), ("best_val_acc", pa.float64()),

@@ -39,6 +39,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def effective_loc_lr(training: dict) -> float:
+    """The localization network's learning rate: absolute ``loc_lr``, else ``loc_lr_mult`` × lr, else lr."""
+    return training.get("loc_lr") or training["lr"] * (training.get("loc_lr_mult") or 1.0)
+
+
 def build_optimizer(model: torch.nn.Module, training: dict) -> torch.optim.Optimizer:
     """One parameter group for the network and, for models with a spatial transformer,
     a second one for the localization network with its own learning rate."""
@@ -48,8 +53,7 @@ def build_optimizer(model: torch.nn.Module, training: dict) -> torch.optim.Optim
     rest = [p for p in model.parameters() if id(p) not in loc_ids]
     groups = [{"params": rest, "lr": lr, "name": "main"}]
     if loc:
-        loc_lr = training.get("loc_lr") or lr * (training.get("loc_lr_mult") or 1.0)
-        groups.append({"params": loc, "lr": loc_lr, "name": "localization"})
+        groups.append({"params": loc, "lr": effective_loc_lr(training), "name": "localization"})
     if training["optimizer"] == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=training["momentum"], weight_decay=training["weight_decay"])
     if training["optimizer"] == "adam":
@@ -58,7 +62,8 @@ def build_optimizer(model: torch.nn.Module, training: dict) -> torch.optim.Optim
 
 
 class Trainer:
-    def __init__(self, trial: dict, splits: ImageSplits, device: torch.device | str = "cpu"):
+    def __init__(self, trial: dict, splits: ImageSplits, device: torch.device | str = "cpu", test: bool = True):
+        self.test = test  # tuning trials never look at the test set
         self.trial = trial
         self.training = trial["training"]
         self.splits = splits
@@ -127,14 +132,15 @@ class Trainer:
     def final_metrics(self) -> dict:
         """Test loss and accuracy of the best-validation epoch: the only use of the test set."""
         current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        done = {"status": "complete", "best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc}
+        if not self.test:
+            return done
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         t0 = time.perf_counter()
         test_loss, test_acc = self.evaluate(self.splits.test_x, self.splits.test_y)
         self.model.load_state_dict(current)
-        return {"status": "complete", "test_loss": test_loss, "test_acc": test_acc,
-                "best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc,
-                "test_time_s": time.perf_counter() - t0}
+        return {**done, "test_loss": test_loss, "test_acc": test_acc, "test_time_s": time.perf_counter() - t0}
 
     def _epoch(self, epoch: int) -> dict:
         x, y = self.splits.train_x, self.splits.train_y
@@ -230,3 +236,34 @@ def trainable(config: dict) -> None:
         with tempfile.TemporaryDirectory() as d:
             torch.save(trainer.state_dict(), Path(d) / STATE_FILE)
             tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+TUNED_KEYS = ("loc_lr", "loc_lr_mult", "lr")
+AVERAGED = ("train_loss", "train_acc", "val_loss", "val_acc", "train_eval_loss", "train_eval_acc",
+            "train_time_s", "eval_time_s", "images_per_s")
+
+
+def tuning_trainable(config: dict) -> None:
+    """Ray Tune trainable of the tuning stage: one Optuna trial trains the cell at the sampled learning
+    rates for several seeds in lockstep and reports, per epoch, the metrics averaged over seeds and
+    ``objective``, the seeds' mean best validation accuracy so far (what the study maximises)."""
+    from ray import tune
+
+    trial = config["trial"]
+    torch.set_num_threads(max(1, int(config.get("cpus", 1))))
+    device = pick_device()
+    training = {**trial["training"], **{k: config[k] for k in TUNED_KEYS if k in config}}
+    splits = load_splits({**trial, "training": training}, config["data_dir"]).to(device)
+    trainers = [Trainer({**trial, "seed": seed, "training": training}, splits, device, test=False)
+                for seed in trial["seeds"]]
+    for per_seed in zip(*(t.run() for t in trainers)):
+        metrics = {k: float(np.mean([m[k] for m in per_seed])) for k in AVERAGED}
+        diverged = [m for m in per_seed if m["status"] == "diverged"]
+        metrics.update(epoch=per_seed[0]["epoch"], num_params=trainers[0].num_params,
+                       objective=float(np.mean([t.best_val_acc for t in trainers])),
+                       status="diverged" if diverged else per_seed[0]["status"])
+        if diverged:
+            metrics["diverged_epoch"] = diverged[0]["epoch"]
+        tune.report(metrics)
+        if diverged:
+            return

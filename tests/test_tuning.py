@@ -1,0 +1,92 @@
+"""Optuna tuning of the localization-network learning rate: real studies through Ray Tune, resumable."""
+
+import pytest
+
+from analysis.load import load
+from harness.errors import UserError
+from harness.space import parse_space
+from harness.store import ResultsStore, verify
+from harness.tuning import default_point, finished, open_study, study_name
+from test_reliability import kill_tree, start, wait_for
+
+SPACE = """
+name: tune-test
+architectures: [convnet, stnet]
+training: {epochs: 2, lr: 0.05, momentum: 0.5, seeds: 1, val_size: 300, train_limit: 600, test_limit: 300}
+datasets: {mnist: {}}
+wandb: {mode: disabled}
+tune:
+  trials: 4
+  seeds: 2
+  loc_lr: {low: 1.0e-4, high: 1.0e-1}
+  max_concurrent: 1
+"""
+
+
+def test_schema_of_the_tuning_section():
+    space = parse_space(SPACE)
+    assert space.tune.architectures == ["stnet"] and space.tune.seed_list() == [1000, 1001]
+    assert default_point(space, "mnist") == {"loc_lr": 0.05}
+    for bad, message in [
+        ("  loc_lr_mult: {low: 0.01, high: 1}\n", "give exactly one of loc_lr"),
+        ("  architectures: [convnet]\n", "convnet has no localization network to tune"),
+        ("  scheduler: hyperband\n", "tune.scheduler: Input should be 'none' or 'asha'"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            parse_space(SPACE + bad)
+    with pytest.raises(UserError, match="tune.loc_lr: low must be below high"):
+        parse_space(SPACE.replace("{low: 1.0e-4, high: 1.0e-1}", "{low: 1, high: 0.5}"))
+
+
+def test_study_identity_follows_what_it_optimises():
+    space = parse_space(SPACE)
+    same = parse_space(SPACE.replace("trials: 4", "trials: 9"))  # a bigger budget continues the same study
+    other = parse_space(SPACE.replace("seeds: 2\n  loc_lr", "seeds: 3\n  loc_lr"))
+    assert study_name(space, "stnet", "mnist") == study_name(same, "stnet", "mnist")
+    assert study_name(space, "stnet", "mnist") != study_name(other, "stnet", "mnist")
+
+
+@pytest.mark.slow
+def test_tuning_is_interrupted_resumed_and_the_benchmark_uses_the_best_value(tmp_path, mnist_root):
+    space_file = tmp_path / "tune.yaml"
+    space_file.write_text(SPACE)
+    space = parse_space(SPACE)
+    results = tmp_path / "results"
+
+    def finished_trials():  # read the store, not the study: only the driver touches Optuna's storage while it runs
+        if not (results / "trials").exists():  # Tune tells Optuna a trial finished before the store hears of it
+            return 0
+        trials = ResultsStore(results).trials()
+        return int(((trials.stage == "tune") & (trials.status == "complete")).sum())
+
+    proc = start(space_file, results, mnist_root)
+    wait_for(lambda: finished_trials() >= 1, proc, timeout=180)
+    kill_tree(proc)
+    study, _ = open_study(space, "stnet", "mnist", results)  # marks the trial the kill interrupted as failed
+    before = {t.number: t.params for t in finished(study)}
+    assert 1 <= len(before) < 4
+
+    proc = start(space_file, results, mnist_root)
+    assert proc.wait(timeout=300) == 0
+    study, _ = open_study(space, "stnet", "mnist", results)
+    done = finished(study)
+    assert len(done) == 4  # the study continued to its budget
+    assert {t.number: t.params for t in done if t.number in before} == before  # earlier trials kept as they were
+    params = [t.params["loc_lr"] for t in done]
+    assert len(set(params)) == len(params)  # no trial repeated
+    assert params.count(0.05) == 1  # the untuned default was evaluated once, as the first trial
+    assert len(study.trials) >= 4
+
+    store = ResultsStore(results)
+    trials = store.trials()
+    bench = trials[trials.stage == "benchmark"].set_index("architecture")
+    best = max(done, key=lambda t: t.value).params["loc_lr"]
+    assert bench.loc["stnet", "lr_tuned"] and bench.loc["stnet", "loc_lr"] == pytest.approx(best)
+    assert bench.loc["stnet", "study"] == study.study_name
+    assert not bench.loc["convnet", "lr_tuned"] and bench.loc["convnet", "loc_lr"] == 0.05
+    tune_rows = trials[trials.stage == "tune"]
+    assert len(tune_rows) >= 4 and set(tune_rows.study) == {study.study_name}
+    assert verify(results)[0] == []
+    analysed = load(results)
+    assert set(analysed.trials.architecture) == {"convnet", "stnet"} and len(analysed.trials) == 2
+    assert any("tune trial(s)" in note for note in analysed.notes)
