@@ -39,6 +39,12 @@ def parser() -> argparse.ArgumentParser:
                    help=f"dataset root holding MNIST/raw etc. (default: ${DATA_DIR_ENV}, else ./datasets)")
     p.add_argument("--address", default=None, metavar="ADDR",
                    help="Ray cluster to join ('auto' on a cluster node, or HOST:PORT); default: $RAY_ADDRESS, else a local Ray")
+    p.add_argument("--storage-path", default=None, metavar="URI",
+                   help="where Ray Tune keeps checkpoints; on a multi-node cluster storage every node reaches, "
+                        "e.g. s3://bucket/stbench (default: $STBENCH_STORAGE_PATH, else RESULTS_DIR/ray)")
+    p.add_argument("--cpu", type=float, default=None, metavar="N", help="CPUs per trial (overrides resources.cpu)")
+    p.add_argument("--gpu", type=float, default=None, metavar="F",
+                   help="GPUs per trial, fractions share a device (overrides resources.gpu; 0 = CPU only)")
     p.add_argument("--max-concurrent", type=int, default=None, metavar="N",
                    help="at most N trials at once (default: as many as the trial resources allow)")
     p.add_argument("--architectures", type=_csv(str), default=None, metavar="A,B",
@@ -84,12 +90,21 @@ def _main(args) -> int:
                                    ("entity", args.wandb_entity)) if v is not None}
     if overrides:
         space = space.model_copy(update={"wandb": space.wandb.model_copy(update=overrides)})
+    resources = {k: v for k, v in (("cpu", args.cpu), ("gpu", args.gpu)) if v is not None}
+    if resources:
+        from .space import Resources
+
+        try:
+            space = space.model_copy(update={"resources": Resources(**{**space.resources.model_dump(), **resources})})
+        except ValueError as e:
+            raise UserError(f"--cpu/--gpu: {e.errors()[0]['msg']} (got {resources})") from None
     t0 = time.perf_counter()
     select_by = {"architectures": args.architectures, "datasets": args.datasets, "seeds": args.seeds}
     outcome = driver.run(space, text, select_by=select_by, results_dir=Path(args.results_dir),
                          data_dir=resolve_data_dir(args.data_dir), address=args.address,
                          max_concurrent=args.max_concurrent, download=not args.no_download,
-                         retry_errored=args.retry_errored, verbose=0 if args.quiet else 1)
+                         retry_errored=args.retry_errored, verbose=0 if args.quiet else 1,
+                         storage_path=args.storage_path)
     ran = ", ".join(f"{n} {status}" for status, n in sorted(outcome.statuses.items())) or "nothing to run"
     print(f"stbench: run {outcome.run_id} finished in {time.perf_counter() - t0:.0f} s: {ran}; "
           f"{outcome.skipped} of {outcome.total} trials already in the store {Path(args.results_dir).resolve()}")

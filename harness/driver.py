@@ -58,6 +58,16 @@ def preflight(space: SearchSpace, trials: list[dict], data_dir: Path, download: 
                             f"({n_fit} images); allowed: 1..{n_fit}")
 
 
+def check_local_gpus(space: SearchSpace, address: str | None) -> None:
+    """A local run whose trials ask for GPUs on a machine without one would wait forever: refuse it."""
+    if space.resources.gpu > 0 and not (address or os.environ.get("RAY_ADDRESS")):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"resources.gpu: {space.resources.gpu:g} GPU per trial, but this machine has no GPU; "
+                            "pass --gpu 0 (or set resources.gpu: 0) to train on the CPU, or --address a cluster with GPUs")
+
+
 def select(trials: list[dict], architectures=None, datasets=None, seeds=None) -> list[dict]:
     """Restrict the grid from the command line; a name the space does not contain is an error."""
     for key, wanted in (("architecture", architectures), ("dataset", datasets), ("seed", seeds)):
@@ -72,14 +82,24 @@ def select(trials: list[dict], architectures=None, datasets=None, seeds=None) ->
     return trials
 
 
+STORAGE_ENV = "STBENCH_STORAGE_PATH"
+
+
+def tune_storage(results_dir: Path, storage_path: str | None = None) -> str:
+    """Where Ray Tune keeps trial checkpoints: ``--storage-path``, else ``$STBENCH_STORAGE_PATH``, else
+    ``RESULTS_DIR/ray``. On a multi-node cluster it must be storage every node reaches (S3, NFS)."""
+    return storage_path or os.environ.get(STORAGE_ENV) or str(Path(results_dir).resolve() / "ray")
+
+
 def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Path, select_by: dict | None = None,
         address: str | None = None, max_concurrent: int | None = None, download: bool = True,
-        retry_errored: bool = False, verbose: int = 1) -> Outcome:
+        retry_errored: bool = False, verbose: int = 1, storage_path: str | None = None) -> Outcome:
     """Tune (when the space asks for it), then benchmark; everything checked before anything is written."""
     select_by = select_by or {}
     trials = select(space.trials(), **select_by)
     store = ResultsStore.check(results_dir)  # nothing is written until every check has passed
     preflight(space, trials, data_dir, download)
+    check_local_gpus(space, address)
     remote = address is not None or bool(os.environ.get("RAY_ADDRESS"))
     with ray_connection(address) if remote else nullcontext():  # an unreachable cluster is bad input too
         store.create()
@@ -87,7 +107,8 @@ def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Pat
             swept = store.sweep_partials()
             if swept:
                 print(f"stbench: removed {len(swept)} partial file(s) left by an interrupted write")
-            session = _Session(space, space_yaml, store, Path(results_dir), data_dir, address, verbose, stack)
+            session = _Session(space, space_yaml, store, Path(results_dir), data_dir, address, verbose, stack,
+                               tune_storage(results_dir, storage_path))
             tuned = session.tune(select_by) if space.tune is not None else {}
             trials = select(space.trials(tuned), **select_by)
             return session.benchmark(trials, max_concurrent, retry_errored)
@@ -96,8 +117,9 @@ def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Pat
 class _Session:
     """One invocation: a run id, a run row in the store, and a Ray connection opened only if there is work."""
 
-    def __init__(self, space, space_yaml, store, results_dir, data_dir, address, verbose, stack: ExitStack):
-        self.space, self.space_yaml, self.store = space, space_yaml, store
+    def __init__(self, space, space_yaml, store, results_dir, data_dir, address, verbose, stack: ExitStack,
+                 storage_path: str):
+        self.space, self.space_yaml, self.store, self.storage_path = space, space_yaml, store, storage_path
         self.results_dir, self.data_dir, self.address, self.verbose = results_dir, data_dir, address, verbose
         self.stack = stack
         self.run_id = new_run_id()
@@ -138,7 +160,7 @@ class _Session:
         if any(tuning.remaining(self.space, a, d, self.results_dir) > 0 for a, d in wanted):
             self._start(total=0, skipped=0)
         cells = tuning.run_tuning(self.space, results_dir=self.results_dir, data_dir=self.data_dir,
-                                  callbacks_for=self.callbacks, run_id=self.run_id,
+                                  callbacks_for=self.callbacks, run_id=self.run_id, storage_path=self.storage_path,
                                   architectures=select_by.get("architectures"), datasets=select_by.get("datasets"),
                                   verbose=self.verbose)
         for (arch, dataset), cell in cells.items():
@@ -160,7 +182,7 @@ class _Session:
             resume = {k: v for k, v in self.store.resume_points().items() if k in {t["trial_id"] for t in pending}}
             if resume:
                 print(f"stbench: {len(resume)} unfinished trial(s) resume from their last checkpoint")
-            _fit(self.space, pending, resume, self.callbacks(), self.run_id, self.results_dir, self.data_dir,
+            _fit(self.space, pending, resume, self.callbacks(), self.run_id, self.storage_path, self.data_dir,
                  max_concurrent, self.verbose)
             finished = self.store.trials()
             finished = finished[finished["trial_id"].isin({t["trial_id"] for t in trials})]
@@ -179,9 +201,11 @@ def ray_connection(address: str | None):
     if ray.is_initialized():
         yield
         return
-    _check_reachable(address or os.environ.get("RAY_ADDRESS"))
+    target = address or os.environ.get("RAY_ADDRESS")
+    _check_reachable(target)
     try:
-        ray.init(address=address, include_dashboard=False, configure_logging=False)
+        # No address: a fresh local Ray ("local"), never whatever cluster happens to run on this machine.
+        ray.init(address=target or "local", include_dashboard=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"--address {address or os.environ.get('RAY_ADDRESS')}: no Ray cluster answered ({first}); "
@@ -216,7 +240,7 @@ def configure_tune_output() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-def _fit(space, pending, resume, callbacks, run_id, results_dir, data_dir, max_concurrent, verbose) -> None:
+def _fit(space, pending, resume, callbacks, run_id, storage_path, data_dir, max_concurrent, verbose) -> None:
     from ray import tune
 
     from .train import trainable
@@ -237,7 +261,7 @@ def _fit(space, pending, resume, callbacks, run_id, results_dir, data_dir, max_c
             trial_name_creator=trial_name, trial_dirname_creator=trial_name,
         ),
         run_config=tune.RunConfig(
-            name=run_id, storage_path=str(Path(results_dir).resolve() / "ray"),
+            name=run_id, storage_path=storage_path,
             callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=space.max_failures),

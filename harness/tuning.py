@@ -96,7 +96,7 @@ def remaining(space: SearchSpace, architecture: str, dataset: str, results_dir: 
     return space.tune.trials - len(finished(study))
 
 
-def run_tuning(space: SearchSpace, *, results_dir: Path, data_dir: Path, callbacks_for, run_id: str,
+def run_tuning(space: SearchSpace, *, results_dir: Path, data_dir: Path, callbacks_for, run_id: str, storage_path: str,
                architectures=None, datasets=None, verbose: int = 1) -> dict[tuple[str, str], Cell]:
     """Run (or resume) every cell's study to its trial budget; return the best values per cell."""
     from ray import tune
@@ -132,7 +132,7 @@ def run_tuning(space: SearchSpace, *, results_dir: Path, data_dir: Path, callbac
                                             max_concurrent_trials=tuning.max_concurrent, reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=f"{run_id}-tune-{architecture}-{dataset}",
-                    storage_path=str(Path(results_dir).resolve() / "ray"),
+                    storage_path=storage_path,
                     callbacks=callbacks_for(job_type="tune"),
                     failure_config=tune.FailureConfig(max_failures=space.max_failures),
                     progress_reporter=tune.CLIReporter(

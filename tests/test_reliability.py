@@ -174,6 +174,7 @@ BAD_SPACES = {
     "zero epochs": (SPACE.replace("epochs: 4", "epochs: 0"), "training.epochs: Input should be greater than or equal to 1 (got 0)"),
     "negative batch size": (SPACE.replace("lr: 0.05", "batch_size: -8, lr: 0.05"), "training.batch_size: Input should be greater than or equal to 1 (got -8)"),
     "zero seeds": (SPACE.replace("seeds: 2", "seeds: 0"), "seeds: must be a count ≥ 1"),
+    "GPU trials without a GPU": (SPACE + "resources: {cpu: 1, gpu: 0.5}\n", "resources.gpu: 0.5 GPU per trial, but this machine has no GPU"),
     "batch larger than split": (SPACE.replace("lr: 0.05", "batch_size: 5000, lr: 0.05"), "datasets.mnist.batch_size: 5000 is larger than the training split (300 images); allowed: 1..300"),
 }
 
@@ -192,8 +193,13 @@ def _damage(kind: str, data: Path) -> None:
 
 @pytest.mark.parametrize("case", [*BAD_SPACES, "missing data", "truncated data", "corrupt data",
                                   "results dir is a file", "results dir not writable", "incompatible store",
-                                  "no cluster at address", "dashboard url as address"])
+                                  "no cluster at address", "dashboard url as address", "negative GPU override"])
 def test_bad_input_is_one_line_nonzero_no_traceback_and_writes_nothing(case, tmp_path, capsys):
+    if case == "GPU trials without a GPU":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
     from conftest import write_fake_mnist
 
     data = write_fake_mnist(tmp_path / "data")
@@ -206,7 +212,8 @@ def test_bad_input_is_one_line_nonzero_no_traceback_and_writes_nothing(case, tmp
                 "results dir is a file": "is a file, not a directory", "results dir not writable": "is not writable",
                 "incompatible store": f"schema version {SCHEMA_VERSION + 7}",
                 "no cluster at address": "--address 127.0.0.1:9: no Ray cluster answered",
-                "dashboard url as address": "job-submission URL"}.get(case)
+                "dashboard url as address": "job-submission URL",
+                "negative GPU override": "--cpu/--gpu: Input should be greater than or equal to 0"}.get(case)
     if case in BAD_SPACES:
         text, expected = BAD_SPACES[case]
         space.write_text(text)
@@ -223,6 +230,8 @@ def test_bad_input_is_one_line_nonzero_no_traceback_and_writes_nothing(case, tmp
         extra = ["--address", "127.0.0.1:9"]
     elif case == "dashboard url as address":
         extra = ["--address", "http://127.0.0.1:8265"]
+    elif case == "negative GPU override":
+        extra = ["--gpu", "-1"]
     before = sorted(results.rglob("*")) if results.is_dir() else None
 
     code = main(["--space", str(space), "--results-dir", str(results), "--data-dir", str(data), *extra])
