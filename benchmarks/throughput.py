@@ -178,14 +178,16 @@ def main(argv=None) -> int:
 
     speed = {a: {k: statistics.median(x[0] for x in v) for k, v in r.items()} for a, r in results.items()}
     cpu = {a: {k: statistics.median(x[1] for x in v) for k, v in r.items()} for a, r in results.items()}
-    header = (f"{'architecture':<12} {'side':<15} {'img/s':>8} {'ratio':>6} {'paired':>10}"
+    labels = {v: "harness" if v == "default" else "+" + v for v in variants}
+    w = max(len(x) for x in ["reference", *labels.values()])
+    header = (f"{'architecture':<12} {'side':<{w}} {'img/s':>8} {'ratio':>6} {'paired':>10}"
               f" {'CPU s/1k img':>13} {'ratio':>6}")
     print(f"\n{header}\n{'-' * len(header)}")
     for a in archs:
-        print(f"{a:<12} {'reference':<15} {speed[a]['reference']:>8,.0f} {'':>6} {'':>10} {cpu[a]['reference']:>13.3f}")
+        print(f"{a:<12} {'reference':<{w}} {speed[a]['reference']:>8,.0f} {'':>6} {'':>10} {cpu[a]['reference']:>13.3f}")
         for v in variants:
             paired = [h[0] / r[0] for h, r in zip(results[a][v], results[a]["reference"])]
-            print(f"{'':<12} {'harness' if v == 'default' else '+' + v:<15} {speed[a][v]:>8,.0f}"
+            print(f"{'':<12} {labels[v]:<{w}} {speed[a][v]:>8,.0f}"
                   f" {speed[a][v] / speed[a]['reference']:>5.2f}x {min(paired):>4.2f}-{max(paired):.2f}"
                   f" {cpu[a][v]:>13.3f} {cpu[a]['reference'] / cpu[a][v]:>5.2f}x")
     print(f"\nratio = harness / reference, medians; paired = range of the per-repeat ratios. CPU s/1k img = CPU\n"
@@ -195,7 +197,7 @@ def main(argv=None) -> int:
     goal = 20 if device.type == "cuda" else 3
     for v in variants:
         met = [a for a in archs if speed[a][v] / speed[a]["reference"] >= goal]
-        print(f"goal (issue 9) >= {goal}x img/s on {device.type}, {'harness' if v == 'default' else '+' + v}: "
+        print(f"goal (issue 9) >= {goal}x img/s on {device.type}, {labels[v]}: "
               f"met for {len(met)} of {len(archs)} architectures")
     if any(v != "default" for v in variants):
         for v in variants:
