@@ -49,6 +49,11 @@ class Training(BaseModel):
     split_seed: int = Field(0, ge=0)
     train_limit: Optional[int] = Field(None, ge=1)
     test_limit: Optional[int] = Field(None, ge=1)
+    # Fast-path switches: each changes numerics (bf16 a lot, the others at rounding level), so all are off
+    # by default and a trial's identity covers them only when switched on (see ``trial_id``).
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast the forward pass to bfloat16")
+    channels_last: bool = Field(False, description="model and inputs in channels-last memory format")
+    compile: bool = Field(False, description="torch.compile the model (compiles once per trial)")
 
     @model_validator(mode="after")
     def _one_loc_lr(self):
@@ -228,9 +233,14 @@ class SearchSpace(BaseModel):
         return out
 
 
+FAST_PATH_DEFAULTS = {"precision": "fp32", "channels_last": False, "compile": False}
+
+
 def trial_id(trial: dict) -> str:
     """Stable identity: a hash of what determines the trial's result."""
     key = {k: trial[k] for k in ("architecture", "dataset", "seed", "model_options", "training")}
+    key["training"] = {k: v for k, v in key["training"].items()  # a switch at its default keeps older ids
+                       if not (k in FAST_PATH_DEFAULTS and v == FAST_PATH_DEFAULTS[k])}
     blob = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -71,6 +71,7 @@ class Trainer:
         seed_everything(trial["seed"])
         self.model = build_model(trial["architecture"], splits.in_shape, splits.num_classes,
                                  **trial.get("model_options", {})).to(self.device)
+        self._setup_fast_path()
         self.optimizer = build_optimizer(self.model, self.training)
         self.num_params = count_parameters(self.model)
         self.epoch = 0  # epochs completed
@@ -78,6 +79,26 @@ class Trainer:
         self.best_epoch = 0
         self.best_state: dict | None = None
         self.last_metrics: dict = {}
+
+    # -- fast-path switches (Training.precision / channels_last / compile; all off by default) ----
+    def _setup_fast_path(self) -> None:
+        self.bf16 = self.training.get("precision", "fp32") == "bf16"
+        if self.bf16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"precision: bf16 is not supported by {torch.cuda.get_device_name(self.device)}; use fp32")
+        self.channels_last = bool(self.training.get("channels_last", False))
+        if self.channels_last:  # before the optimizer is built; parameters keep their identity
+            self.model.to(memory_format=torch.channels_last)
+        if self.training.get("compile", False):  # compiles the forward in place: state_dict keys are unchanged
+            self.model.compile()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.model(x)`` under the switches; with all of them off, exactly that."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.bf16:  # the loss and the metrics stay in float32
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                return self.model(x).float()
+        return self.model(x)
 
     # -- checkpoint state ----------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -154,7 +175,7 @@ class Trainer:
         for start in range(0, n, batch):
             idx = order[start:start + batch]
             xb, yb = x[idx], y[idx]
-            logits = self.model(xb)
+            logits = self._forward(xb)
             loss = F.cross_entropy(logits, yb)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -190,7 +211,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for start in range(0, len(y), EVAL_BATCH):
-            logits = self.model(x[start:start + EVAL_BATCH])
+            logits = self._forward(x[start:start + EVAL_BATCH])
             target = y[start:start + EVAL_BATCH]
             loss_sum += F.cross_entropy(logits, target, reduction="sum")
             correct += (logits.argmax(1) == target).sum()

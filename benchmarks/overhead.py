@@ -1,0 +1,132 @@
+"""Harness overhead: the same trials through the harness and as a plain sequential Python loop, in one run.
+
+* plain: ``for trial in trials: Trainer(trial, load_splits(trial, data_dir)).run()`` in this process, with
+  as many torch threads as a trial gets CPUs; nothing is saved.
+* harness: ``harness.driver.run`` on a local Ray started by this script: Ray Tune, one actor at a time
+  (``max_concurrent=1``, so both sides do the same sequential work), a checkpoint and a report per epoch,
+  the store callback, the Parquet store and the best weights.
+
+Ray's start-up (``ray.init``) and shut-down are paid once per invocation, not per trial: they are timed and
+printed apart from the ratio. Repeats alternate the two sides, so load from other processes hits both.
+
+    python benchmarks/overhead.py                                        # quick: 4 short trials, ~1 minute
+    python benchmarks/overhead.py --train-limit 55000 --epochs 3 --repeats 2   # trials of about 30 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # this checkout's harness, not an installed one
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])  # Ray workers too
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # do not leave ~/.ray/auth_token behind (see ray-facts)
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+
+import torch  # noqa: E402
+
+from harness import driver  # noqa: E402
+from harness.data.base import resolve_data_dir  # noqa: E402
+from harness.space import SearchSpace  # noqa: E402
+from harness.train import Trainer, load_splits, pick_device  # noqa: E402
+
+
+def plain_loop(trials: list[dict], data_dir: Path, threads: int) -> list[float]:
+    """The trials one after another in this process; returns each trial's training + evaluation seconds."""
+    torch.set_num_threads(threads)
+    device = pick_device()
+    seconds = []
+    for trial in trials:
+        t0 = time.perf_counter()
+        splits = load_splits(trial, data_dir).to(device)
+        for _ in Trainer(trial, splits, device).run():
+            pass
+        seconds.append(time.perf_counter() - t0)
+    return seconds
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trials", type=int, default=4, help="trials per side and repeat")
+    p.add_argument("--architectures", default="convnet,stnet", help="cycled over the trials (seeds 0, 1, ...)")
+    p.add_argument("--train-limit", type=int, default=4000, help="training images per epoch (55000: full MNIST)")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=2, help="timed repeats per side (median reported)")
+    p.add_argument("--threads", type=int, default=1, help="CPUs per trial = torch threads, both sides")
+    p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $STBENCH_DATA_DIR or ./datasets)")
+    args = p.parse_args(argv)
+
+    archs = args.architectures.split(",")
+    seeds = -(-args.trials // len(archs))
+    gpu = 1.0 if torch.cuda.is_available() else 0.0
+    space = SearchSpace.model_validate({
+        "name": "overhead", "architectures": archs, "datasets": {"mnist": {}},
+        "training": {"epochs": args.epochs, "batch_size": 64, "lr": 0.01, "momentum": 0.5, "seeds": seeds,
+                     "val_size": 5000, "train_limit": args.train_limit, "test_limit": 10000},
+        "resources": {"cpu": args.threads, "gpu": gpu},
+    })
+    trials = sorted(space.trials(), key=lambda t: (t["seed"], archs.index(t["architecture"])))[:args.trials]
+    data_dir = resolve_data_dir(args.data_dir)
+    print(f"stbench overhead: {len(trials)} trials ({', '.join(archs)}; {args.epochs} epochs of {args.train_limit} "
+          f"images, validation 5000, test 10000), {args.repeats} repeats per side, {args.threads} CPU / torch "
+          f"thread(s) per trial, one trial at a time, device {pick_device()}, {os.cpu_count()} CPUs")
+
+    import ray
+
+    tmp = Path(tempfile.mkdtemp(prefix="stbench-overhead-"))
+    rows = []
+    try:
+        t0 = time.perf_counter()
+        ray.init(address="local", num_cpus=max(args.threads, os.cpu_count() or 1), num_gpus=int(gpu),
+                 include_dashboard=False, configure_logging=False, log_to_driver=False, _temp_dir=str(tmp / "ray"))
+        startup = time.perf_counter() - t0
+        for r in range(args.repeats):
+            for side in (("plain", "harness") if r % 2 == 0 else ("harness", "plain")):
+                t0 = time.perf_counter()
+                if side == "plain":
+                    per_trial = plain_loop(trials, data_dir, args.threads)
+                else:
+                    outcome = driver.run(space, "overhead benchmark", results_dir=tmp / f"results-{r}", data_dir=data_dir,
+                                         trials=trials, max_concurrent=1, download=False, verbose=0)
+                    if outcome.statuses != {"complete": len(trials)}:
+                        raise SystemExit(f"harness trials did not all complete: {outcome.statuses}")
+                rows.append((r, side, time.perf_counter() - t0, per_trial if side == "plain" else None))
+                print(f"  repeat {r + 1} {side}: {rows[-1][2]:.1f} s", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        ray.shutdown()
+        shutdown = time.perf_counter() - t0
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    plain = [s for _, side, s, _ in rows if side == "plain"]
+    harness = [s for _, side, s, _ in rows if side == "harness"]
+    trial_s = statistics.median(x for _, side, _, per in rows if side == "plain" for x in per)
+    P, H = statistics.median(plain), statistics.median(harness)
+    overhead = (H - P) / len(trials)
+    print(f"\n{'repeat':<8} {'plain s':>9} {'harness s':>10} {'ratio':>7}")
+    for r in range(args.repeats):
+        print(f"{r + 1:<8} {plain[r]:>9.1f} {harness[r]:>10.1f} {harness[r] / plain[r]:>6.3f}x")
+    print(f"{'median':<8} {P:>9.1f} {H:>10.1f} {H / P:>6.3f}x   <- harness / plain wall time")
+    print(f"\nmedian trial (plain): {trial_s:.1f} s; harness overhead per trial: {overhead:+.2f} s")
+    print(f"Ray start-up (ray.init): {startup:.1f} s, shut-down: {shutdown:.1f} s, once per invocation, not in the ratio;"
+          f" with them: {(H + startup + shutdown) / P:.3f}x")
+    if trial_s < 30:
+        print(f"projected for {len(trials)} trials of 30 s each (the same total overhead): "
+              f"{(len(trials) * 30 + H - P) / (len(trials) * 30):.3f}x")
+    print("(the harness's overhead is mostly per invocation: Tune's set-up and the trial actor's process start and\n"
+          " imports, which the plain loop paid before its timer started; reports, checkpoints and store writes\n"
+          " cost little per epoch)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,213 @@
+"""Training throughput: the harness trainer against a faithful re-creation of the reference loop.
+
+Both sides train the same models (``harness.models.build_model``) with the same batch size on the same
+number of images, in one process on one machine, interleaved repeat by repeat so that load from other
+processes hits both alike; warm-up is excluded and the median of the repeats is reported.
+
+* harness: ``harness.train.Trainer`` on tensors resident on the device, one epoch of ``--images`` training
+  images per repeat; the time is the trainer's own ``train_time_s`` (the training loop, including the
+  epoch's one host sync, excluding validation). The first epoch is the warm-up.
+* reference: the PyTorch spatial-transformer tutorial's loop: torchvision's ``MNIST`` with a per-image
+  ``ToTensor()`` + ``Normalize((0.1307,), (0.3081,))``, ``DataLoader(batch_size=64, shuffle=True,
+  num_workers=4)``, ``log_softmax`` + ``nll_loss``, SGD (lr 0.01, momentum 0.5) and a ``loss.item()`` per
+  batch. Each repeat opens a fresh loader iterator (as every epoch does), trains ``--warmup-batches``
+  untimed batches (worker start-up, first calls) and then times as many images as the harness side.
+
+    python benchmarks/throughput.py                       # quick: about a minute on 2 CPU cores
+    python benchmarks/throughput.py --images 25600 --repeats 7 --variants default,channels_last,compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's harness, not an installed one
+
+import psutil  # noqa: E402  (a Ray dependency)
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import torchvision  # noqa: E402
+from torchvision import transforms  # noqa: E402
+
+from harness.data import DATASETS  # noqa: E402
+from harness.data.base import resolve_data_dir  # noqa: E402
+from harness.models import MODELS, build_model  # noqa: E402
+from harness.provenance import cpu_model  # noqa: E402
+from harness.space import SearchSpace  # noqa: E402
+from harness.train import Trainer  # noqa: E402
+
+BATCH = 64
+LR, MOMENTUM = 0.01, 0.5  # the PyTorch MNIST / spatial-transformer tutorials
+NUM_WORKERS = 4
+VARIANTS = {  # harness variants: Training switches on top of the defaults
+    "default": {},
+    "channels_last": {"channels_last": True},
+    "compile": {"compile": True},
+    "bf16": {"precision": "bf16"},
+}
+
+
+def workers_cpu(workers) -> float:
+    """User + system CPU seconds of the DataLoader's worker processes so far."""
+    return sum(sum(w.cpu_times()[:2]) for w in workers)
+
+
+# -- reference side --------------------------------------------------------------------------------
+class ReferenceLoop:
+    """The tutorial's training loop for one architecture; ``measure()`` is one timed repeat."""
+
+    def __init__(self, arch: str, data_dir: Path, device: torch.device, images: int, warmup_batches: int):
+        dataset = torchvision.datasets.MNIST(str(data_dir), train=True, download=False, transform=transforms.Compose(
+            [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]))
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=NUM_WORKERS)
+        torch.manual_seed(0)
+        self.device = device
+        self.model = build_model(arch, (1, 28, 28), 10).to(device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+        self.batches = images // BATCH
+        self.warmup = warmup_batches
+        if self.warmup + self.batches > len(self.loader):
+            raise SystemExit(f"--images {images} + --warmup-batches {warmup_batches} exceed one MNIST epoch "
+                             f"({len(self.loader)} batches)")
+
+    def measure(self) -> tuple[float, float]:
+        """(images per second, CPU seconds per 1000 images, workers included) after the warm-up batches."""
+        self.model.train()
+        running_loss = 0.0
+        it = iter(self.loader)  # a new epoch: workers start, the sampler reshuffles
+        for batch_idx, (data, target) in enumerate(it):
+            if batch_idx == self.warmup:
+                workers = [psutil.Process(w.pid) for w in it._workers]
+                t0, cpu0 = time.perf_counter(), time.process_time() + workers_cpu(workers)
+            if batch_idx == self.warmup + self.batches:
+                break
+            data, target = data.to(self.device), target.to(self.device)
+            self.optimizer.zero_grad()
+            output = F.log_softmax(self.model(data), dim=1)
+            loss = F.nll_loss(output, target)
+            loss.backward()
+            self.optimizer.step()
+            running_loss += loss.item()  # the per-batch host sync of the reference loop
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() + workers_cpu(workers) - cpu0
+        del it  # shut the workers down outside the timed window
+        return self.batches * BATCH / elapsed, cpu / (self.batches * BATCH) * 1000
+
+
+# -- harness side ----------------------------------------------------------------------------------
+class HarnessLoop:
+    """``Trainer`` on resident tensors; each ``measure()`` trains one more epoch of ``images`` images."""
+
+    def __init__(self, arch: str, splits, device: torch.device, images: int, repeats: int, switches: dict):
+        training = {"epochs": repeats + 1, "batch_size": BATCH, "lr": LR, "momentum": MOMENTUM,
+                    "val_size": len(splits.val_y), "train_limit": images, "test_limit": len(splits.test_y),
+                    **switches}
+        space = SearchSpace.model_validate({"name": "throughput", "architectures": [arch], "training": training,
+                                            "datasets": {"mnist": {}}})
+        self.trainer = Trainer(space.trials()[0], splits, device)
+        self.images = len(splits.train_y)
+        self.epochs = self.trainer.run()
+        first = next(self.epochs)  # warm-up epoch (and, with compile, the compilation)
+        self.warmup_s = first["train_time_s"]
+
+    def measure(self) -> tuple[float, float]:
+        """(images per second, CPU seconds per 1000 images); validation is a single batch, so it barely counts."""
+        cpu0 = time.process_time()
+        metrics = next(self.epochs)
+        return metrics["images_per_s"], (time.process_time() - cpu0) / self.images * 1000
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=6400, help="timed images per repeat, both sides (multiple of 64)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per side and architecture (median reported)")
+    p.add_argument("--warmup-batches", type=int, default=10, help="untimed batches per reference repeat")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads, both sides (a trial gets as many as its CPUs; shipped spaces use 1)")
+    p.add_argument("--architectures", default=",".join(MODELS))
+    p.add_argument("--variants", default="default",
+                   help=f"harness variants, comma-separated, each one of {', '.join(VARIANTS)} or several joined by +")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $STBENCH_DATA_DIR or ./datasets)")
+    p.add_argument("--json", type=Path, help="also write the raw measurements here")
+    args = p.parse_args(argv)
+
+    images = args.images // BATCH * BATCH
+    archs = args.architectures.split(",")
+    variants = args.variants.split(",")
+    switches = {}
+    for name in variants:
+        unknown = [part for part in name.split("+") if part not in VARIANTS]
+        if unknown:
+            p.error(f"--variants: unknown {unknown[0]!r}; allowed: {', '.join(VARIANTS)}, joined by + to combine")
+        switches[name] = {k: v for part in name.split("+") for k, v in VARIANTS[part].items()}
+    device = torch.device(args.device)
+    data_dir = resolve_data_dir(args.data_dir)
+    DATASETS["mnist"].prepare(data_dir, download=False)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message="This DataLoader will create")  # 4 workers on a 2-core machine
+
+    print(f"stbench throughput: {images} images per repeat, {args.repeats} repeats (median), warm-up excluded, "
+          f"batch {BATCH}, SGD lr {LR} momentum {MOMENTUM}")
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_model()}, "
+          f"{os.cpu_count()} CPUs), torch {torch.__version__}, torch threads {args.threads} on both sides; "
+          f"reference DataLoader num_workers={NUM_WORKERS} (1 thread each)")
+    load_before = os.getloadavg()[0]
+    # the harness measures epochs of `images` training images; one validation/test batch keeps evaluation negligible
+    splits = DATASETS["mnist"].load(data_dir, val_size=BATCH, train_limit=images, test_limit=BATCH).to(device)
+
+    t_start = time.perf_counter()
+    results = {a: {"reference": [], **{v: [] for v in variants}} for a in archs}
+    warmups = {}
+    for arch in archs:
+        reference = ReferenceLoop(arch, data_dir, device, images, args.warmup_batches)
+        harness = {v: HarnessLoop(arch, splits, device, images, args.repeats, switches[v]) for v in variants}
+        warmups[arch] = {v: h.warmup_s for v, h in harness.items()}
+        for r in range(args.repeats):  # interleaved, alternating which side goes first
+            sides = [("reference", reference), *harness.items()]
+            for name, loop in (sides if r % 2 == 0 else sides[::-1]):
+                results[arch][name].append(loop.measure())
+        print(f"  {arch}: done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr, flush=True)
+
+    speed = {a: {k: statistics.median(x[0] for x in v) for k, v in r.items()} for a, r in results.items()}
+    cpu = {a: {k: statistics.median(x[1] for x in v) for k, v in r.items()} for a, r in results.items()}
+    labels = {v: "harness" if v == "default" else "+" + v for v in variants}
+    w = max(len(x) for x in ["reference", *labels.values()])
+    header = (f"{'architecture':<12} {'side':<{w}} {'img/s':>8} {'ratio':>6} {'paired':>10}"
+              f" {'CPU s/1k img':>13} {'ratio':>6}")
+    print(f"\n{header}\n{'-' * len(header)}")
+    for a in archs:
+        print(f"{a:<12} {'reference':<{w}} {speed[a]['reference']:>8,.0f} {'':>6} {'':>10} {cpu[a]['reference']:>13.3f}")
+        for v in variants:
+            paired = [h[0] / r[0] for h, r in zip(results[a][v], results[a]["reference"])]
+            print(f"{'':<12} {labels[v]:<{w}} {speed[a][v]:>8,.0f}"
+                  f" {speed[a][v] / speed[a]['reference']:>5.2f}x {min(paired):>4.2f}-{max(paired):.2f}"
+                  f" {cpu[a][v]:>13.3f} {cpu[a]['reference'] / cpu[a][v]:>5.2f}x")
+    print(f"\nratio = harness / reference, medians; paired = range of the per-repeat ratios. CPU s/1k img = CPU\n"
+          f"seconds per 1000 images, the reference's DataLoader workers included; its ratio is reference / harness,\n"
+          f"the gain in images per core when trials fill the machine. '+x' rows: the harness with switch x on.\n"
+          f"Load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; {time.perf_counter() - t_start:.0f} s.")
+    goal = 20 if device.type == "cuda" else 3
+    for v in variants:
+        met = [a for a in archs if speed[a][v] / speed[a]["reference"] >= goal]
+        print(f"goal (issue 9) >= {goal}x img/s on {device.type}, {labels[v]}: "
+              f"met for {len(met)} of {len(archs)} architectures")
+    if any(v != "default" for v in variants):
+        for v in variants:
+            extra = [warmups[a][v] - images / speed[a][v] for a in archs]
+            print(f"warm-up epoch beyond a steady one, {v}: " + ", ".join(f"{a} {e:.1f} s" for a, e in zip(archs, extra)))
+    if args.json:
+        args.json.write_text(json.dumps({"images": images, "repeats": args.repeats, "threads": args.threads,
+                                         "device": str(device), "results": results, "warmup_s": warmups}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

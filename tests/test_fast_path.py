@@ -1,0 +1,177 @@
+"""The fast path's correctness (never its speed): the same seed gives the same results with it on and off.
+
+"Off" is ``SyncingTrainer`` below, a plain loop that keeps the data on the host, moves each batch to the
+device and reads the loss and the correct count back after every batch, as the reference loop does.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.space import FAST_PATH_DEFAULTS, load_space, parse_space, trial_id
+from harness.train import Trainer, load_splits
+
+SPACE = """
+name: t
+architectures: [convnet, stnet, coordconv, stcoordconv]
+training: {epochs: 2, lr: 0.05, momentum: 0.5, val_size: 200, train_limit: 320, test_limit: 200}
+datasets: {mnist: {}}
+"""
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+class SyncingTrainer(Trainer):
+    """The fast path off: host-resident data, a copy to the device and a host sync per batch."""
+
+    def _epoch(self, epoch: int) -> dict:
+        x, y = self.host["train_x"], self.host["train_y"]
+        n, batch = len(y), self.training["batch_size"]
+        shuffle = torch.Generator().manual_seed(self.trial["seed"] * 100_003 + epoch)  # the trainer's order
+        order = torch.randperm(n, generator=shuffle)
+        loss_sum, correct = 0.0, 0
+        self.model.train()
+        for start in range(0, n, batch):
+            idx = order[start:start + batch]
+            xb, yb = x[idx].to(self.device), y[idx].to(self.device)
+            logits = self.model(xb)
+            loss = F.cross_entropy(logits, yb)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == yb).sum().item())
+        val_loss, val_acc = self.evaluate(self.host["val_x"], self.host["val_y"])
+        if val_acc > self.best_val_acc:
+            self.best_val_acc, self.best_epoch = val_acc, epoch
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return {"epoch": epoch, "status": "running", "train_loss": loss_sum / n, "train_acc": correct / n,
+                "val_loss": val_loss, "val_acc": val_acc}
+
+    @torch.inference_mode()
+    def evaluate(self, x, y):
+        self.model.eval()
+        loss_sum, correct = 0.0, 0
+        for start in range(0, len(y), 64):
+            logits = self.model(x[start:start + 64].to(self.device))
+            target = y[start:start + 64].to(self.device)
+            loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+            correct += int((logits.argmax(1) == target).sum().item())
+        return loss_sum / len(y), correct / len(y)
+
+    def final_metrics(self) -> dict:
+        self.model.load_state_dict(self.best_state)
+        test_loss, test_acc = self.evaluate(self.host["test_x"], self.host["test_y"])
+        return {"status": "complete", "test_loss": test_loss, "test_acc": test_acc}
+
+
+@pytest.fixture(scope="module")
+def trials():
+    return {t["architecture"]: t for t in parse_space(SPACE).trials()}
+
+
+@pytest.fixture(scope="module")
+def splits(mnist_root, trials):
+    return load_splits(trials["convnet"], mnist_root)
+
+
+def with_switches(trial: dict, **switches) -> dict:
+    return {**trial, "training": {**trial["training"], **switches}}
+
+
+def run_syncing(trial, splits, device):
+    trainer = SyncingTrainer(trial, splits.to(device), device)
+    trainer.host = {k: getattr(splits, k).cpu() for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+    return list(trainer.run())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("arch", ["convnet", "stnet", "coordconv", "stcoordconv"])
+def test_same_seed_gives_the_same_accuracy_with_the_fast_path_on_and_off(trials, splits, arch, device):
+    fast = list(Trainer(trials[arch], splits.to(device), device).run())
+    slow = run_syncing(trials[arch], splits, device)
+    # the same arithmetic in the same order; only the loss sums differ (float32 on the device vs Python floats)
+    tol = dict(abs=1e-9) if device == "cpu" else dict(abs=0.02)  # CUDA kernels (grid_sample backward) are not deterministic
+    for f, s in zip(fast, slow, strict=True):
+        assert f["train_loss"] == pytest.approx(s["train_loss"], rel=1e-5)
+        assert f["val_loss"] == pytest.approx(s["val_loss"], rel=1e-5)
+        assert f["train_acc"] == pytest.approx(s["train_acc"], **tol)
+        assert f["val_acc"] == pytest.approx(s["val_acc"], **tol)
+    assert fast[-1]["test_acc"] == pytest.approx(slow[-1]["test_acc"], **tol)
+
+
+def test_with_every_switch_off_the_forward_is_the_model_itself(trials, splits):
+    trainer = Trainer(trials["stcoordconv"], splits)
+    assert not trainer.bf16 and not trainer.channels_last
+    trainer.model.eval()
+    x = splits.val_x[:32]
+    assert torch.equal(trainer._forward(x), trainer.model(x))
+
+
+@pytest.mark.parametrize("arch", ["convnet", "stnet", "coordconv", "stcoordconv"])
+def test_channels_last_changes_only_rounding(trials, splits, arch):
+    plain = Trainer(trials[arch], splits)
+    cl = Trainer(with_switches(trials[arch], channels_last=True), splits)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in cl.model.parameters() if p.dim() == 4)
+    in_optimizer = {id(p) for g in cl.optimizer.param_groups for p in g["params"]}
+    assert in_optimizer == {id(p) for p in cl.model.parameters()}  # converted before the optimizer was built
+    for a, b in zip(plain.model.state_dict().values(), cl.model.state_dict().values()):
+        assert torch.equal(a, b)  # the same initial weights
+    # one step from the same weights: the same gradients within float tolerance
+    x, y = splits.train_x[:64], splits.train_y[:64]
+    for t in (plain, cl):
+        torch.manual_seed(0)  # the same dropout masks
+        F.cross_entropy(t._forward(x), y).backward()
+    for (name, p), q in zip(plain.model.named_parameters(), cl.model.parameters()):
+        # relative to the gradient's norm: the gradient through grid_sample is a sum of cancelling terms
+        assert (p.grad - q.grad).norm() <= 1e-3 * p.grad.norm() + 1e-7, name
+    # whole runs (fresh trainers: each seeds the RNG when built): rounding differences grow over training
+    a = list(Trainer(trials[arch], splits).run())
+    b = list(Trainer(with_switches(trials[arch], channels_last=True), splits).run())
+    assert [m["train_loss"] for m in b] == pytest.approx([m["train_loss"] for m in a], rel=0.01)
+    assert b[-1]["val_acc"] == pytest.approx(a[-1]["val_acc"], abs=0.05)
+
+
+@pytest.mark.parametrize("arch", ["convnet", "stnet", "coordconv", "stcoordconv"])
+def test_bf16_autocast_keeps_weights_loss_and_metrics_in_float32(trials, splits, arch):
+    trainer = Trainer(with_switches(trials[arch], precision="bf16"), splits)
+    assert trainer.bf16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert trainer.model(splits.train_x[:8]).dtype == torch.bfloat16  # the model does run in bf16 ...
+    assert trainer._forward(splits.train_x[:8]).dtype == torch.float32  # ... and hands float32 logits to the loss
+    fp32 = list(Trainer(trials[arch], splits).run())
+    bf16 = list(Trainer(with_switches(trials[arch], precision="bf16"), splits).run())
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert bf16[-1]["status"] == "complete"
+    assert [m["train_loss"] for m in bf16] == pytest.approx([m["train_loss"] for m in fp32], rel=0.02)
+    assert bf16[-1]["val_acc"] == pytest.approx(fp32[-1]["val_acc"], abs=0.1)
+
+
+def test_compile_keeps_checkpoints_loadable_without_it(trials, splits):
+    compiled = Trainer(with_switches(trials["convnet"], compile=True), splits)  # compiles lazily, on the first call
+    plain = Trainer(trials["convnet"], splits)
+    assert compiled.model.state_dict().keys() == plain.model.state_dict().keys()
+    plain.load_state_dict(compiled.state_dict())
+
+
+@pytest.mark.slow
+def test_compile_gives_the_same_accuracy(trials, splits):
+    """Slow: compiling takes 10-20 s on 2 CPU cores."""
+    a = list(Trainer(trials["convnet"], splits).run())
+    b = list(Trainer(with_switches(trials["convnet"], compile=True), splits).run())
+    assert b[-1]["val_acc"] == pytest.approx(a[-1]["val_acc"], abs=0.05)
+    assert b[-1]["train_loss"] == pytest.approx(a[-1]["train_loss"], rel=0.1)
+
+
+def test_switches_default_off_and_leave_trial_identity_alone():
+    for name in ("reference", "quick", "tiny"):
+        space, _ = load_space(name)
+        for dataset in space.datasets:
+            training = space.training_for(dataset).model_dump()
+            assert {k: training[k] for k in FAST_PATH_DEFAULTS} == FAST_PATH_DEFAULTS, (name, dataset)
+    trial = parse_space(SPACE).trials()[0]
+    older = {**trial, "training": {k: v for k, v in trial["training"].items() if k not in FAST_PATH_DEFAULTS}}
+    assert trial_id(older) == trial["trial_id"]  # ids from before the switches existed still match
+    assert trial_id(with_switches(trial, precision="bf16")) != trial["trial_id"]
+    assert trial_id(with_switches(trial, channels_last=True)) != trial["trial_id"]
+    with pytest.raises(Exception, match="precision"):
+        parse_space(SPACE.replace("epochs: 2", "epochs: 2, precision: fp16"))
