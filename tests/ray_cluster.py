@@ -26,8 +26,9 @@ def port_is_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-# Per-node ports that default to fixed numbers: nodes sharing one machine must each get their own,
-# or their agents collide and the head's job agent cannot be found (`ray job submit` then fails).
+# Per-node ports that default to fixed numbers: nodes sharing one machine (this cluster's, or any other Ray
+# running there, like the tests' own local one) must each get their own, or their agents collide and the
+# head's job agent cannot be found (`ray job submit` then fails with "No available agent").
 AGENT_PORT_FLAGS = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
                     "metrics-export-port")
 
@@ -52,7 +53,8 @@ class LocalRayCluster:
                        env=self.env, check=True, capture_output=True, timeout=120)
 
     def __enter__(self) -> "LocalRayCluster":
-        head = ["--head", f"--port={self.port}", "--num-cpus=0", "--num-gpus=0"]
+        head = ["--head", f"--port={self.port}", "--num-cpus=0", "--num-gpus=0",
+                *(f"--{flag}={free_port()}" for flag in AGENT_PORT_FLAGS)]
         if self.dashboard_port:
             head += ["--include-dashboard=true", f"--dashboard-port={self.dashboard_port}", "--dashboard-host=127.0.0.1"]
         else:
