@@ -198,11 +198,11 @@ def ray_connection(address: str | None):
     """
     import ray
 
+    target = address or os.environ.get("RAY_ADDRESS")
+    _check_reachable(target)  # also when a Ray is already up: a wrong address is still the user's mistake
     if ray.is_initialized():
         yield
         return
-    target = address or os.environ.get("RAY_ADDRESS")
-    _check_reachable(target)
     try:
         # No address: a fresh local Ray ("local"), never whatever cluster happens to run on this machine.
         ray.init(address=target or "local", include_dashboard=False, configure_logging=False)

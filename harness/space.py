@@ -31,6 +31,18 @@ DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
 Strict = ConfigDict(extra="forbid")
 
 
+def check_seeds(seeds) -> None:
+    if (isinstance(seeds, int) and seeds < 1) or (
+        isinstance(seeds, list) and (not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds))
+    ):
+        raise ValueError(f"seeds: must be a count ≥ 1 or a non-empty list of distinct seeds ≥ 0 (got {seeds!r})")
+
+
+def seed_list(seeds: int | list[int], first: int = 0) -> list[int]:
+    """A count n means seeds first .. first+n-1; a list is taken as it is."""
+    return list(range(first, first + seeds)) if isinstance(seeds, int) else list(seeds)
+
+
 class Training(BaseModel):
     """Hyper-parameters of one trial; defaults follow the reference study (SGD, batch 64)."""
 
@@ -59,15 +71,11 @@ class Training(BaseModel):
     def _one_loc_lr(self):
         if self.loc_lr is not None and self.loc_lr_mult is not None:
             raise ValueError("give loc_lr or loc_lr_mult, not both")
-        seeds = self.seeds
-        if (isinstance(seeds, int) and seeds < 1) or (
-            isinstance(seeds, list) and (not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds))
-        ):
-            raise ValueError(f"seeds: must be a count ≥ 1 or a non-empty list of distinct seeds ≥ 0 (got {seeds!r})")
+        check_seeds(self.seeds)
         return self
 
     def seed_list(self) -> list[int]:
-        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+        return seed_list(self.seeds)
 
 
 def _partial(model: type[BaseModel]) -> type[BaseModel]:
@@ -131,15 +139,11 @@ class Tuning(BaseModel):
     def _one_target(self):
         if (self.loc_lr is None) == (self.loc_lr_mult is None):
             raise ValueError("give exactly one of loc_lr (absolute range) or loc_lr_mult (multiplier range)")
-        seeds = self.seeds
-        if (isinstance(seeds, int) and seeds < 1) or (
-            isinstance(seeds, list) and (not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds))
-        ):
-            raise ValueError(f"seeds: must be a count ≥ 1 or a non-empty list of distinct seeds ≥ 0 (got {seeds!r})")
+        check_seeds(self.seeds)
         return self
 
     def seed_list(self) -> list[int]:
-        return list(range(1000, 1000 + self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+        return seed_list(self.seeds, first=1000)  # apart from the benchmark's seeds 0, 1, ...
 
     def ranges(self) -> dict[str, Range]:
         return {k: getattr(self, k) for k in ("loc_lr", "loc_lr_mult", "lr") if getattr(self, k) is not None}

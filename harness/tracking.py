@@ -87,10 +87,24 @@ def make_callback(settings: WandbSettings, results_dir: Path, group: str, job_ty
 
 def _callback_class():
     import ray
-    from ray.air.integrations.wandb import WandbLoggerCallback
+    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+
+    class QuietLoggingActor(_WandbLoggingActor):
+        """Tune's logging actor, returning what went wrong instead of raising it: a raised error would be
+        printed as a traceback in the driver's console, and the driver reports it in one line instead."""
+
+        def run(self):
+            try:
+                super().run()
+            except BaseException as e:  # noqa: BLE001 - whatever W&B raises stays inside this process
+                lines = str(e).strip().splitlines()
+                return redact(f"{type(e).__name__}: {lines[0] if lines else ''}")
+            return None
 
     class StbenchWandbCallback(WandbLoggerCallback):
         """Tune's W&B callback with per-trial names and tags, and every driver-side hook made harmless."""
+
+        _logger_actor_cls = QuietLoggingActor
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
@@ -161,12 +175,11 @@ def _callback_class():
             for future in done:
                 trial = self._logging_future_to_trial[future]
                 try:
-                    ray.get(future)
-                except Exception as e:
+                    cause = ray.get(future)  # None, or what went wrong inside the logging actor
+                except Exception as e:  # the actor process itself died
+                    cause = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                if cause:
                     if not self.lost_trials:
-                        original = getattr(e, "cause", None) or e  # a RayTaskError wraps what W&B raised
-                        text = str(original).strip().splitlines()
-                        cause = f"{type(original).__name__}: {text[0] if text else ''}"
                         warn(f"W&B logging failed for trial {trial} ({cause}); the benchmark goes on, the results "
                              "store is complete, and further W&B failures of this run are not repeated")
                     self.lost_trials.add(str(trial))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from harness.data.idx import write_idx
 from harness.store import SCHEMA_VERSION, ResultsStore, verify
 
 REPO = Path(__file__).resolve().parent.parent
+RAY_LOG = re.compile(r"^(\x1b\[\d+m)?\(\S+ pid=")
 
 SPACE = """
 name: reliability
@@ -235,7 +237,8 @@ def test_bad_input_is_one_line_nonzero_no_traceback_and_writes_nothing(case, tmp
     before = sorted(results.rglob("*")) if results.is_dir() else None
 
     code = main(["--space", str(space), "--results-dir", str(results), "--data-dir", str(data), *extra])
-    err = capsys.readouterr().err
+    # Ray forwards other processes' output ("(pid=…) …") into this one; judge only what stbench printed
+    err = "".join(line for line in capsys.readouterr().err.splitlines(keepends=True) if not RAY_LOG.match(line))
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert expected in err, err
