@@ -6,12 +6,16 @@ import re
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 from packaging.requirements import Requirement
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 from harness.store import ResultsStore, verify
 from ray_cluster import ENV, LocalRayCluster, free_port, port_is_free
