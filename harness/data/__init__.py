@@ -5,11 +5,16 @@ Adding a dataset is one file with such an object and one line here.
 """
 
 from .base import DATA_DIR_ENV, ImageSplits, resolve_data_dir, validation_split
+from .distorted import MNIST_E, MNIST_P, MNIST_R, MNIST_RTS
 from .mnist import FASHION_MNIST, MNIST
 
 DATASETS = {
     "mnist": MNIST,
     "fashion_mnist": FASHION_MNIST,
+    "mnist_r": MNIST_R,
+    "mnist_rts": MNIST_RTS,
+    "mnist_p": MNIST_P,
+    "mnist_e": MNIST_E,
 }
 
 __all__ = ["DATASETS", "DATA_DIR_ENV", "ImageSplits", "resolve_data_dir", "validation_split"]
