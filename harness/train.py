@@ -24,7 +24,6 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .data import DATASETS, ImageSplits
 from .models import build_model, count_parameters, localization_parameters
@@ -67,6 +66,7 @@ class Trainer:
         self.trial = trial
         self.training = trial["training"]
         self.splits = splits
+        self.task = splits.task  # loss and accuracy: classification or regression
         self.device = torch.device(device)
         seed_everything(trial["seed"])
         self.model = build_model(trial["architecture"], splits.in_shape, splits.num_classes,
@@ -176,12 +176,12 @@ class Trainer:
             idx = order[start:start + batch]
             xb, yb = x[idx], y[idx]
             logits = self._forward(xb)
-            loss = F.cross_entropy(logits, yb)
+            loss = self.task.loss(logits, yb)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             loss_sum += loss.detach() * len(idx)
-            correct += (logits.argmax(1) == yb).sum()
+            correct += self.task.correct(logits, yb)
         train_loss, train_acc = loss_sum.item() / n, correct.item() / n  # the epoch's one host sync
         train_time = time.perf_counter() - t0
 
@@ -213,8 +213,8 @@ class Trainer:
         for start in range(0, len(y), EVAL_BATCH):
             logits = self._forward(x[start:start + EVAL_BATCH])
             target = y[start:start + EVAL_BATCH]
-            loss_sum += F.cross_entropy(logits, target, reduction="sum")
-            correct += (logits.argmax(1) == target).sum()
+            loss_sum += self.task.loss(logits, target, reduction="sum")
+            correct += self.task.correct(logits, target)
         return loss_sum.item() / len(y), correct.item() / len(y)
 
 

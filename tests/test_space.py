@@ -79,5 +79,5 @@ def test_unknown_space_name_lists_the_shipped_ones():
 def test_model_options_are_checked_against_the_builder():
     space = parse_space(BASE.replace("[convnet]", "[coordconv]") + "model_options: {coordconv: {with_r: true}}")
     assert space.trials()[0]["model_options"] == {"with_r": True}
-    with pytest.raises(UserError, match="model_options.convnet: unknown option 'with_r'; allowed: none"):
+    with pytest.raises(UserError, match="model_options.convnet: unknown option 'with_r'; allowed: dropout"):
         parse_space(BASE + "model_options: {convnet: {with_r: true}}")

@@ -77,3 +77,61 @@ def test_distorted_cache_falls_back_when_the_data_folder_is_read_only(tmp_path, 
         assert cache_dir(ro) == tmp_path / "home" / ".cache" / "stbench"
     finally:
         ro.chmod(0o755)
+
+
+# -- Not-so-Clevr: regression ------------------------------------------------------------------------
+def test_clevr_has_every_centre_once_and_the_exact_quadrant_split():
+    from harness.data.clevr import centres, render, split_mask
+
+    points = centres()
+    assert points.shape == (3136, 2) and len({tuple(p) for p in points.tolist()}) == 3136
+    assert points.min() == 4 and points.max() == 59
+    images = render(points[:5])
+    assert images.shape == (5, 1, 64, 64) and torch.all(images.sum((1, 2, 3)) == 81)
+    x, y = points[0].long().tolist()
+    assert images[0, 0, y - 4:y + 5, x - 4:x + 5].min() == 1  # the square is centred on its target
+    test = split_mask("quadrant", points)
+    assert int(test.sum()) == 729 and int((~test).sum()) == 2407
+    assert torch.all(points[test] > 32) and not torch.any((points[~test] > 32).all(1))
+    assert DATASETS["clevr_quadrant"].split_sizes(None) == (2407, 729)
+    assert DATASETS["clevr_uniform"].split_sizes(None) == (2509, 627)
+    assert torch.equal(split_mask("uniform", points), split_mask("uniform", points))
+
+
+@pytest.mark.parametrize("name", ["clevr_uniform", "clevr_quadrant"])
+def test_clevr_loader_carves_validation_from_train(name):
+    dataset = DATASETS[name]
+    splits = dataset.load(None, val_size=200, split_seed=1)
+    n_train, n_test = dataset.split_sizes(None)
+    assert len(splits.train_y) == n_train - 200 and len(splits.val_y) == 200 and len(splits.test_y) == n_test
+    seen = {tuple(p) for p in torch.cat([splits.train_y, splits.val_y]).tolist()}
+    assert len(seen) == n_train and not seen & {tuple(p) for p in splits.test_y.tolist()}
+    assert splits.in_shape == (1, 64, 64) and splits.num_classes == dataset.target_dim == 2
+    assert splits.task.name == "regression" and splits.train_y.dtype == torch.float32
+
+
+def test_regression_task_scores_exact_pixels():
+    from harness.data.clevr import TASK
+
+    y = torch.tensor([[4.0, 59.0], [30.0, 31.0]])
+    scaled = (y - TASK.offset) / TASK.scale
+    assert TASK.loss(scaled, y).item() == pytest.approx(0.0, abs=1e-9)
+    assert torch.equal(TASK.predict(scaled), y) and TASK.correct(scaled, y).item() == 2
+    off = scaled + torch.tensor([[0.0, 0.6 / TASK.scale], [0.4 / TASK.scale, 0.0]])
+    assert TASK.correct(off, y).item() == 1  # 0.6 px rounds to the wrong pixel, 0.4 px to the right one
+    assert TASK.loss(off, y, reduction="sum").item() == pytest.approx(TASK.loss(off, y).item() * 2)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_models_train_one_step_on_clevr(arch):
+    splits = DATASETS["clevr_quadrant"].load(None, val_size=100, train_limit=64, test_limit=40)
+    metrics = _train_one_epoch(arch, "clevr_quadrant", splits)
+    assert metrics["train_loss"] > 0 and metrics["test_loss"] > 0
+
+
+def test_dropout_option_defaults_on_and_keeps_trial_ids():
+    from harness.models.convnet import ConvNet
+
+    assert build_model("convnet", (1, 28, 28), 10).dropout is True
+    assert isinstance(build_model("coordconv", (1, 64, 64), 2, dropout=False).conv2_drop, torch.nn.Identity)
+    assert ConvNet().dropout

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from ..tasks import CLASSIFICATION
 
 DATA_DIR_ENV = "STBENCH_DATA_DIR"
 
@@ -19,7 +22,9 @@ def resolve_data_dir(cli_value: str | os.PathLike | None = None) -> Path:
 
 @dataclass
 class ImageSplits:
-    """Train / validation / test images as float tensors (N, C, H, W), already normalised, plus int64 labels.
+    """Train / validation / test images as float tensors (N, C, H, W), already normalised, plus targets:
+    int64 labels for classification, float (N, target_dim) for regression, where ``classes`` names the
+    target's components and ``task`` says how to score them.
 
     Held whole so the trainer can put them on the trial's device once and batch by index.
     """
@@ -31,6 +36,7 @@ class ImageSplits:
     test_x: torch.Tensor
     test_y: torch.Tensor
     classes: list[str]
+    task: Any = CLASSIFICATION
 
     @property
     def in_shape(self) -> tuple[int, int, int]:
@@ -42,7 +48,7 @@ class ImageSplits:
 
     def to(self, device) -> "ImageSplits":
         moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
-        return ImageSplits(classes=self.classes, **moved)
+        return ImageSplits(classes=self.classes, task=self.task, **moved)
 
 
 def validation_split(n_train: int, val_size: int, split_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
