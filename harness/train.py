@@ -9,7 +9,10 @@ restarts a trial.
 The loop is the fast path: images are batched by index from one tensor (no
 DataLoader workers, no per-image PIL work) and losses and correct counts are
 accumulated on the device and read once per epoch, so the host waits for the
-device once per epoch rather than once per batch.
+device once per epoch rather than once per batch. Batches come from the splits (``train_batches`` /
+``eval_batches``): ``ImageSplits`` index tensors (the fast path), ``LoaderSplits`` read DataLoader workers
+for image sets too large to hold whole. The loss and the accuracy come from ``splits.task``
+(classification or regression, ``harness.tasks``), so the metric names are the same for both.
 """
 
 from __future__ import annotations
