@@ -166,6 +166,11 @@ def _dataset_ready(dataset: str, data_dir: Path, notes: list[str]) -> bool:
     if dataset not in DATASETS:
         notes.append(f"{dataset}: this code has no loader for the dataset, so its checkpoint figures are skipped")
         return False
+    task = getattr(DATASETS[dataset], "task", None)
+    if task is not None and task.name != "classification":
+        notes.append(f"{dataset}: a {task.name} task, so the classification figures (confusion matrices, "
+                     "misclassified images) are skipped")
+        return False
     try:
         DATASETS[dataset].prepare(data_dir, download=False)
     except UserError as e:

@@ -181,7 +181,7 @@ class SearchSpace(BaseModel):
         from .models import build_model, localization_parameters
 
         names = self.tune.architectures if self.tune.architectures is not None else self.architectures
-        with_stn = [a for a in names if localization_parameters(build_model(a, (1, 28, 28), 10))]
+        with_stn = [a for a in names if localization_parameters(build_model(a, (3, 64, 64), 10))]
         if self.tune.architectures is not None and len(with_stn) != len(names):
             bad = sorted(set(names) - set(with_stn))
             raise ValueError(f"tune.architectures: {', '.join(bad)} has no localization network to tune; "

@@ -9,7 +9,10 @@ restarts a trial.
 The loop is the fast path: images are batched by index from one tensor (no
 DataLoader workers, no per-image PIL work) and losses and correct counts are
 accumulated on the device and read once per epoch, so the host waits for the
-device once per epoch rather than once per batch.
+device once per epoch rather than once per batch. Batches come from the splits (``train_batches`` /
+``eval_batches``): ``ImageSplits`` index tensors (the fast path), ``LoaderSplits`` read DataLoader workers
+for image sets too large to hold whole. The loss and the accuracy come from ``splits.task``
+(classification or regression, ``harness.tasks``), so the metric names are the same for both.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .data import DATASETS, ImageSplits
+from .data.base import tensor_batches
 from .models import build_model, count_parameters, localization_parameters
 
 EVAL_BATCH = 1000
@@ -67,6 +70,7 @@ class Trainer:
         self.trial = trial
         self.training = trial["training"]
         self.splits = splits
+        self.task = splits.task  # loss and accuracy: classification or regression
         self.device = torch.device(device)
         seed_everything(trial["seed"])
         self.model = build_model(trial["architecture"], splits.in_shape, splits.num_classes,
@@ -159,38 +163,33 @@ class Trainer:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         t0 = time.perf_counter()
-        test_loss, test_acc = self.evaluate(self.splits.test_x, self.splits.test_y)
+        test_loss, test_acc = self._evaluate(self.splits.eval_batches("test", EVAL_BATCH))
         self.model.load_state_dict(current)
         return {**done, "test_loss": test_loss, "test_acc": test_acc, "test_time_s": time.perf_counter() - t0}
 
     def _epoch(self, epoch: int) -> dict:
-        x, y = self.splits.train_x, self.splits.train_y
-        n, batch = len(y), self.training["batch_size"]
-        shuffle = torch.Generator().manual_seed(self.trial["seed"] * 100_003 + epoch)
-        order = torch.randperm(n, generator=shuffle).to(self.device)
+        n, batch = self.splits.n_train, self.training["batch_size"]
+        batches = self.splits.train_batches(batch, seed=self.trial["seed"] * 100_003 + epoch)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         self.model.train()
         t0 = time.perf_counter()
-        for start in range(0, n, batch):
-            idx = order[start:start + batch]
-            xb, yb = x[idx], y[idx]
+        for xb, yb in batches:
             logits = self._forward(xb)
-            loss = F.cross_entropy(logits, yb)
+            loss = self.task.loss(logits, yb)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.argmax(1) == yb).sum()
+            loss_sum += loss.detach() * len(yb)
+            correct += self.task.correct(logits, yb)
         train_loss, train_acc = loss_sum.item() / n, correct.item() / n  # the epoch's one host sync
         train_time = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        val_loss, val_acc = self.evaluate(self.splits.val_x, self.splits.val_y)
+        val_loss, val_acc = self._evaluate(self.splits.eval_batches("val", EVAL_BATCH))
         # The running training metrics above are taken with dropout on while the weights change; the
         # overfitting gap needs the final weights in eval mode on training images, as validation is measured.
-        k = min(len(self.splits.val_y), n)
-        train_eval_loss, train_eval_acc = self.evaluate(x[:k], y[:k])
+        train_eval_loss, train_eval_acc = self._evaluate(self.splits.eval_batches("train_eval", EVAL_BATCH))
         eval_time = time.perf_counter() - t0
         if val_acc > self.best_val_acc:
             self.best_val_acc, self.best_epoch = val_acc, epoch
@@ -205,17 +204,22 @@ class Trainer:
             "num_params": self.num_params,
         }
 
-    @torch.inference_mode()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        return self._evaluate(tensor_batches(x, y, EVAL_BATCH))
+
+    @torch.inference_mode()
+    def _evaluate(self, batches) -> tuple[float, float]:
+        """Mean loss and accuracy over (inputs, targets) batches; one host sync at the end."""
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for start in range(0, len(y), EVAL_BATCH):
-            logits = self._forward(x[start:start + EVAL_BATCH])
-            target = y[start:start + EVAL_BATCH]
-            loss_sum += F.cross_entropy(logits, target, reduction="sum")
-            correct += (logits.argmax(1) == target).sum()
-        return loss_sum.item() / len(y), correct.item() / len(y)
+        count = 0
+        for xb, target in batches:
+            logits = self._forward(xb)
+            loss_sum += self.task.loss(logits, target, reduction="sum")
+            correct += self.task.correct(logits, target)
+            count += len(target)
+        return loss_sum.item() / count, correct.item() / count
 
 
 def load_splits(trial: dict, data_dir: str | Path) -> ImageSplits:

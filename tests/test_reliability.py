@@ -172,7 +172,7 @@ BAD_SPACES = {
     "wrong type": (SPACE.replace("epochs: 4", "epochs: four"), "training.epochs: Input should be a valid integer"),
     "unknown key": (SPACE + "shedule: asha\n", "shedule: unknown key; allowed: name"),
     "unknown architecture": (SPACE.replace("[convnet, stnet]", "[convnet, vit]"), "architectures.1: Input should be 'convnet'"),
-    "unknown dataset": (SPACE.replace("{mnist: {}}", "{cifar10: {}}"), "datasets.cifar10: Input should be 'mnist' or 'fashion_mnist'"),
+    "unknown dataset": (SPACE.replace("{mnist: {}}", "{cifar10: {}}"), "datasets.cifar10: Input should be 'mnist', 'fashion_mnist'"),
     "zero epochs": (SPACE.replace("epochs: 4", "epochs: 0"), "training.epochs: Input should be greater than or equal to 1 (got 0)"),
     "negative batch size": (SPACE.replace("lr: 0.05", "batch_size: -8, lr: 0.05"), "training.batch_size: Input should be greater than or equal to 1 (got -8)"),
     "zero seeds": (SPACE.replace("seeds: 2", "seeds: 0"), "seeds: must be a count ≥ 1"),

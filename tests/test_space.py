@@ -7,8 +7,8 @@ BASE = "name: t\narchitectures: [convnet]\ndatasets: {mnist: {}}\n"
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("name: t\narchitectures: [foo]\ndatasets: {mnist: {}}", "architectures.0: Input should be 'convnet', 'stnet', 'coordconv' or 'stcoordconv' (got 'foo')"),
-    ("name: t\narchitectures: [convnet]\ndatasets: {cifar: {}}", "datasets.cifar: Input should be 'mnist' or 'fashion_mnist'"),
+    ("name: t\narchitectures: [foo]\ndatasets: {mnist: {}}", "architectures.0: Input should be 'convnet', 'stnet', 'coordconv', 'stcoordconv', 'resnext' or 'stresnext' (got 'foo')"),
+    ("name: t\narchitectures: [convnet]\ndatasets: {cifar: {}}", "datasets.cifar: Input should be 'mnist', 'fashion_mnist'"),
     ("name: t\narchitectures: [convnet]\ndatasets: {mnist: {epochs: 0}}", "datasets.mnist.epochs: Input should be greater than or equal to 1 (got 0)"),
     ("name: t\narchitectures: [convnet]\ndatasets: {mnist: {epoch: 3}}", "datasets.mnist.epoch: unknown key; allowed: epochs, batch_size"),
     (BASE + "training: {batch_size: -1}", "training.batch_size: Input should be greater than or equal to 1 (got -1)"),
@@ -79,5 +79,5 @@ def test_unknown_space_name_lists_the_shipped_ones():
 def test_model_options_are_checked_against_the_builder():
     space = parse_space(BASE.replace("[convnet]", "[coordconv]") + "model_options: {coordconv: {with_r: true}}")
     assert space.trials()[0]["model_options"] == {"with_r": True}
-    with pytest.raises(UserError, match="model_options.convnet: unknown option 'with_r'; allowed: none"):
+    with pytest.raises(UserError, match="model_options.convnet: unknown option 'with_r'; allowed: dropout"):
         parse_space(BASE + "model_options: {convnet: {with_r: true}}")

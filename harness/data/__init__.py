@@ -1,15 +1,27 @@
 """Dataset registry: a name maps to an object with ``prepare(data_dir, download)``,
 ``split_sizes(data_dir)`` and ``load(data_dir, val_size, split_seed, train_limit, test_limit)``.
 
-Adding a dataset is one file with such an object and one line here.
+Adding a dataset is one file with such an object and one line here. A dataset may declare ``task``
+(default: classification; see ``harness.tasks``) and hands it to the trainer in its ``ImageSplits``.
 """
 
 from .base import DATA_DIR_ENV, ImageSplits, resolve_data_dir, validation_split
+from .clevr import CLEVR_QUADRANT, CLEVR_UNIFORM
+from .cub import CUB200, CUB200_BBOX
+from .distorted import MNIST_E, MNIST_P, MNIST_R, MNIST_RTS
 from .mnist import FASHION_MNIST, MNIST
 
 DATASETS = {
     "mnist": MNIST,
     "fashion_mnist": FASHION_MNIST,
+    "mnist_r": MNIST_R,
+    "mnist_rts": MNIST_RTS,
+    "mnist_p": MNIST_P,
+    "mnist_e": MNIST_E,
+    "clevr_uniform": CLEVR_UNIFORM,
+    "clevr_quadrant": CLEVR_QUADRANT,
+    "cub200": CUB200,
+    "cub200_bbox": CUB200_BBOX,
 }
 
 __all__ = ["DATASETS", "DATA_DIR_ENV", "ImageSplits", "resolve_data_dir", "validation_split"]

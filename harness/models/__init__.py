@@ -10,6 +10,7 @@ from typing import Callable, Iterator
 from torch import nn
 
 from .convnet import convnet, coordconv
+from .resnext import resnext, stresnext
 from .stn import STModel, stcoordconv, stnet
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -17,6 +18,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "stnet": stnet,
     "coordconv": coordconv,
     "stcoordconv": stcoordconv,
+    "resnext": resnext,
+    "stresnext": stresnext,
 }
 
 

@@ -3,7 +3,8 @@
 conv 1→10 (k5) → maxpool 2 → ReLU → conv 10→20 (k5) → Dropout2d → maxpool 2 → ReLU
 → FC 320→50 → ReLU → dropout → FC 50→10, for 28×28 inputs; the flattened size
 follows the input shape, so the same code serves larger canvases. ``conv`` picks
-the convolution type, which is all that separates ``convnet`` from ``coordconv``.
+the convolution type, which is all that separates ``convnet`` from ``coordconv``. ``dropout: false``
+drops both dropout layers, for regression to the exact pixel (Not-so-Clevr), where they only add noise.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ def conv_pool_size(size: int, kernel: int, pool: int = 2) -> int:
 
 class ConvNet(nn.Module):
     def __init__(self, in_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10,
-                 conv: Callable[..., nn.Module] = nn.Conv2d):
+                 conv: Callable[..., nn.Module] = nn.Conv2d, dropout: bool = True):
         super().__init__()
+        self.dropout = dropout
         c, h, w = in_shape
         self.conv1 = conv(c, 10, kernel_size=5)
         self.conv2 = conv(10, 20, kernel_size=5)
-        self.conv2_drop = nn.Dropout2d()
+        self.conv2_drop = nn.Dropout2d() if dropout else nn.Identity()
         h2 = conv_pool_size(conv_pool_size(h, 5), 5)
         w2 = conv_pool_size(conv_pool_size(w, 5), 5)
         self.fc1 = nn.Linear(20 * h2 * w2, 50)
@@ -44,13 +46,13 @@ class ConvNet(nn.Module):
         x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
         x = torch.flatten(x, 1)
         x = F.relu(self.fc1(x))
-        x = F.dropout(x, training=self.training)
+        x = F.dropout(x, training=self.training and self.dropout)
         return self.fc2(x)  # logits; the loss applies log-softmax
 
 
-def convnet(in_shape=(1, 28, 28), num_classes: int = 10) -> ConvNet:
-    return ConvNet(in_shape, num_classes)
+def convnet(in_shape=(1, 28, 28), num_classes: int = 10, dropout: bool = True) -> ConvNet:
+    return ConvNet(in_shape, num_classes, dropout=dropout)
 
 
-def coordconv(in_shape=(1, 28, 28), num_classes: int = 10, with_r: bool = False) -> ConvNet:
-    return ConvNet(in_shape, num_classes, conv=partial(CoordConv2d, with_r=with_r))
+def coordconv(in_shape=(1, 28, 28), num_classes: int = 10, with_r: bool = False, dropout: bool = True) -> ConvNet:
+    return ConvNet(in_shape, num_classes, conv=partial(CoordConv2d, with_r=with_r), dropout=dropout)

@@ -1,0 +1,91 @@
+"""Not-so-Clevr (Liu et al., 2018, the CoordConv paper): regress the centre of one square.
+
+A 9×9 white square on a 64×64 black canvas; its centre pixel (x, y), 0-indexed with x along the width,
+takes every value in 4..59 on both axes (the square then fits on the canvas): 56 × 56 = 3,136 images.
+
+* ``uniform``: a seeded random 20 % of the centres is the test set (627 images).
+* ``quadrant``: the test set is every centre with x > 32 and y > 32 (27 × 27 = 729 images), the other
+  2,407 train, so the test positions are never seen in training.
+
+Validation is carved from the training centres (seeded), like every other dataset. The target is the
+centre in pixels; the task scales it to [-1, 1] for the loss and scores exact-pixel hits.
+Generated in memory in milliseconds: nothing to download or cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..tasks import Regression
+from .base import ImageSplits, validation_split
+
+CANVAS, SQUARE = 64, 9
+LOW, HIGH = SQUARE // 2, CANVAS - 1 - SQUARE // 2  # centres 4..59
+UNIFORM_TEST_FRACTION, UNIFORM_SEED = 0.2, 0
+QUADRANT_EDGE = 32
+TASK = Regression(offset=(LOW + HIGH) / 2, scale=(HIGH - LOW) / 2)
+
+
+def centres() -> torch.Tensor:
+    """(3136, 2) float centres (x, y), y-major order."""
+    c = torch.arange(LOW, HIGH + 1, dtype=torch.float32)
+    yy, xx = torch.meshgrid(c, c, indexing="ij")
+    return torch.stack([xx.reshape(-1), yy.reshape(-1)], 1)
+
+
+def render(points: torch.Tensor) -> torch.Tensor:
+    """(N, 2) centres → (N, 1, 64, 64) float images, 1 inside the square, 0 elsewhere."""
+    r = torch.arange(CANVAS, dtype=torch.float32)
+    half = SQUARE // 2
+    in_x = (r.view(1, 1, -1) - points[:, 0].view(-1, 1, 1)).abs() <= half
+    in_y = (r.view(1, -1, 1) - points[:, 1].view(-1, 1, 1)).abs() <= half
+    return (in_x & in_y).float().unsqueeze(1)
+
+
+def split_mask(split: str, points: torch.Tensor) -> torch.Tensor:
+    """True for the test centres of ``split``."""
+    if split == "quadrant":
+        return (points[:, 0] > QUADRANT_EDGE) & (points[:, 1] > QUADRANT_EDGE)
+    n_test = round(len(points) * UNIFORM_TEST_FRACTION)
+    perm = torch.randperm(len(points), generator=torch.Generator().manual_seed(UNIFORM_SEED))
+    mask = torch.zeros(len(points), dtype=torch.bool)
+    mask[perm[:n_test]] = True
+    return mask
+
+
+@dataclass(frozen=True)
+class NotSoClevr:
+    name: str
+    split: str  # "uniform" or "quadrant"
+    task = TASK
+    target_dim = 2
+
+    def prepare(self, data_dir: Path, download: bool = True) -> None:
+        """Nothing to fetch: the images are generated."""
+
+    def split_sizes(self, data_dir: Path | None = None) -> tuple[int, int]:
+        test = int(split_mask(self.split, centres()).sum())
+        return len(centres()) - test, test
+
+    def load(self, data_dir: Path, val_size: int, split_seed: int = 0,
+             train_limit: int | None = None, test_limit: int | None = None) -> ImageSplits:
+        points = centres()
+        test = split_mask(self.split, points)
+        train_points, test_points = points[~test], points[test]
+        train_idx, val_idx = validation_split(len(train_points), val_size, split_seed)
+        if train_limit:
+            train_idx = train_idx[:train_limit]
+        if test_limit:
+            test_points = test_points[:test_limit]
+        return ImageSplits(
+            train_x=render(train_points[train_idx]), train_y=train_points[train_idx],
+            val_x=render(train_points[val_idx]), val_y=train_points[val_idx],
+            test_x=render(test_points), test_y=test_points, classes=["x", "y"], task=self.task,
+        )
+
+
+CLEVR_UNIFORM = NotSoClevr("clevr_uniform", "uniform")
+CLEVR_QUADRANT = NotSoClevr("clevr_quadrant", "quadrant")
