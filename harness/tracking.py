@@ -99,6 +99,13 @@ def _callback_class():
             except BaseException as e:  # noqa: BLE001 - whatever W&B raises stays inside this process
                 lines = str(e).strip().splitlines()
                 return redact(f"{type(e).__name__}: {lines[0] if lines else ''}")
+            finally:
+                # Tune kills this actor as soon as run() returns; W&B's service process may still be writing
+                # the run (offline: its .wandb file), so wait for it to shut down first.
+                try:
+                    self._wandb.teardown()
+                except Exception:  # noqa: BLE001 - nothing left to save
+                    pass
             return None
 
     class StbenchWandbCallback(WandbLoggerCallback):
