@@ -14,7 +14,7 @@ import torch
 from ray import tune
 
 from .store import EPOCHS, ResultsStore, now
-from .train import STATE_FILE, effective_loc_lr
+from .train import STATE_FILE, effective_loc_lr, trained_with
 
 EPOCH_METRICS = [c for c in EPOCHS.names
                  if c not in ("trial_id", "run_id", "architecture", "dataset", "seed", "stage", "reported_at")]
@@ -36,12 +36,6 @@ class StoreCallback(tune.Callback):
                     "architecture": t["architecture"], "dataset": t["dataset"], "seed": None, "stage": "tune"}
         return {"trial_id": t["trial_id"], "run_id": self.run_id, "architecture": t["architecture"],
                 "dataset": t["dataset"], "seed": t["seed"], "stage": "benchmark"}
-
-    @staticmethod
-    def _training(trial) -> dict:
-        """The learning rates the trial actually trained with (a tuning trial's are sampled by Optuna)."""
-        t = trial.config["trial"]
-        return {**t["training"], **{k: trial.config[k] for k in ("loc_lr", "loc_lr_mult", "lr") if k in trial.config}}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" not in result:
@@ -70,7 +64,7 @@ class StoreCallback(tune.Callback):
 
     def _finish(self, trial, status: str, result: dict, error: str | None = None) -> None:
         ids = self._ids(trial)
-        training = self._training(trial)
+        training = trained_with(trial.config)
         epochs = self.store.trial_epochs(ids["trial_id"])
         row = {
             **ids, "space": self.space_name, "status": status, "error": error,

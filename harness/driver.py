@@ -58,9 +58,14 @@ def preflight(space: SearchSpace, trials: list[dict], data_dir: Path, download: 
                             f"({n_fit} images); allowed: 1..{n_fit}")
 
 
+def cluster_address(address: str | None) -> str | None:
+    """The cluster to join: ``--address``, else ``$RAY_ADDRESS``; None means a fresh local Ray."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
 def check_local_gpus(space: SearchSpace, address: str | None) -> None:
     """A local run whose trials ask for GPUs on a machine without one would wait forever: refuse it."""
-    if space.resources.gpu > 0 and not (address or os.environ.get("RAY_ADDRESS")):
+    if space.resources.gpu > 0 and not cluster_address(address):
         import torch
 
         if not torch.cuda.is_available():
@@ -100,8 +105,7 @@ def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Pat
     store = ResultsStore.check(results_dir)  # nothing is written until every check has passed
     preflight(space, trials, data_dir, download)
     check_local_gpus(space, address)
-    remote = address is not None or bool(os.environ.get("RAY_ADDRESS"))
-    with ray_connection(address) if remote else nullcontext():  # an unreachable cluster is bad input too
+    with ray_connection(address) if cluster_address(address) else nullcontext():  # an unreachable cluster is bad input too
         store.create()
         with store.lock(), ExitStack() as stack:
             swept = store.sweep_partials()
@@ -132,7 +136,7 @@ class _Session:
             provenance = driver_provenance()
             self.run_row = {"run_id": self.run_id, "space": self.space.name, "space_yaml": self.space_yaml,
                             "command": provenance.pop("argv"),
-                            "address": self.address or os.environ.get("RAY_ADDRESS") or "local",
+                            "address": cluster_address(self.address) or "local",
                             "trials_total": total, "trials_skipped": skipped, "started_at": now(),
                             "provenance_json": json.dumps(provenance, sort_keys=True)}
             self.store.put_run(self.run_row)
@@ -198,7 +202,7 @@ def ray_connection(address: str | None):
     """
     import ray
 
-    target = address or os.environ.get("RAY_ADDRESS")
+    target = cluster_address(address)
     _check_reachable(target)  # also when a Ray is already up: a wrong address is still the user's mistake
     if ray.is_initialized():
         yield
@@ -208,7 +212,7 @@ def ray_connection(address: str | None):
         ray.init(address=target or "local", include_dashboard=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"--address {address or os.environ.get('RAY_ADDRESS')}: no Ray cluster answered ({first}); "
+        raise UserError(f"--address {target}: no Ray cluster answered ({first}); "
                         "start one (`ray start --head` or `ray up cluster.yaml`) or drop --address to run locally") from None
     try:
         yield

@@ -264,6 +264,11 @@ def trainable(config: dict) -> None:
 
 
 TUNED_KEYS = ("loc_lr", "loc_lr_mult", "lr")
+
+
+def trained_with(config: dict) -> dict:
+    """A trial's training settings with the learning rates Optuna sampled for it (tuning trials) applied."""
+    return {**config["trial"]["training"], **{k: config[k] for k in TUNED_KEYS if k in config}}
 AVERAGED = ("train_loss", "train_acc", "val_loss", "val_acc", "train_eval_loss", "train_eval_acc",
             "train_time_s", "eval_time_s", "images_per_s")
 
@@ -277,7 +282,7 @@ def tuning_trainable(config: dict) -> None:
     trial = config["trial"]
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
     device = pick_device()
-    training = {**trial["training"], **{k: config[k] for k in TUNED_KEYS if k in config}}
+    training = trained_with(config)
     splits = load_splits({**trial, "training": training}, config["data_dir"]).to(device)
     trainers = [Trainer({**trial, "seed": seed, "training": training}, splits, device, test=False)
                 for seed in trial["seeds"]]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .space import SearchSpace
+from .train import effective_loc_lr
 
 STORAGE_FILE = "optuna/studies.db"
 
@@ -61,7 +62,7 @@ def default_point(space: SearchSpace, dataset: str) -> dict:
     point = {}
     for name in space.tune.ranges():
         if name == "loc_lr":
-            point[name] = training.loc_lr or training.lr * (training.loc_lr_mult or 1.0)
+            point[name] = effective_loc_lr(training.model_dump())
         elif name == "loc_lr_mult":
             point[name] = training.loc_lr_mult or (training.loc_lr / training.lr if training.loc_lr else 1.0)
         else:
@@ -91,9 +92,13 @@ def finished(study) -> list:
     return [t for t in study.get_trials(deepcopy=False) if t.state in done]
 
 
+def trials_left(study, budget: int) -> int:
+    return max(budget - len(finished(study)), 0)
+
+
 def remaining(space: SearchSpace, architecture: str, dataset: str, results_dir: Path) -> int:
     study, _ = open_study(space, architecture, dataset, results_dir)
-    return space.tune.trials - len(finished(study))
+    return trials_left(study, space.tune.trials)
 
 
 def run_tuning(space: SearchSpace, *, results_dir: Path, data_dir: Path, callbacks_for, run_id: str, storage_path: str,
@@ -108,17 +113,18 @@ def run_tuning(space: SearchSpace, *, results_dir: Path, data_dir: Path, callbac
     out: dict[tuple[str, str], Cell] = {}
     for architecture, dataset in cells(space, architectures, datasets):
         study, storage = open_study(space, architecture, dataset, results_dir)
-        remaining = tuning.trials - len(finished(study))
+        left = trials_left(study, tuning.trials)
+        default = default_point(space, dataset)
         print(f"stbench: tuning {architecture} on {dataset}: study {study.study_name}, "
-              f"{len(finished(study))} of {tuning.trials} trials done, {max(remaining, 0)} to run")
-        if remaining > 0:
+              f"{len(finished(study))} of {tuning.trials} trials done, {left} to run")
+        if left > 0:
             training = space.training_for(dataset).model_dump(exclude={"seeds"})
             training.update({k: v for k, v in (("epochs", tuning.epochs), ("train_limit", tuning.train_limit)) if v})
             cell = {"architecture": architecture, "dataset": dataset, "stage": "tune", "study": study.study_name,
                     "study_key": study.study_name.rsplit(".", 1)[-1], "seeds": tuning.seed_list(),
                     "model_options": dict(space.model_options.get(architecture, {})), "training": training}
             domains = {k: (tune.loguniform if r.log else tune.uniform)(r.low, r.high) for k, r in tuning.ranges().items()}
-            start = [default_point(space, dataset)] if not study.trials and default_point(space, dataset) else None
+            start = [default] if not study.trials and default else None
             searcher = OptunaSearch(metric="objective", mode="max", storage=storage, study_name=study.study_name,
                                     points_to_evaluate=start, seed=tuning.sampler_seed + len(study.trials))
             scheduler = (tune.schedulers.ASHAScheduler(metric="objective", mode="max", max_t=training["epochs"],
@@ -128,7 +134,7 @@ def run_tuning(space: SearchSpace, *, results_dir: Path, data_dir: Path, callbac
             tuner = tune.Tuner(
                 tune.with_resources(tuning_trainable, {"cpu": cpu, "gpu": gpu}),
                 param_space={"trial": cell, "data_dir": str(data_dir), "cpus": cpu, **domains},
-                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=left,
                                             max_concurrent_trials=tuning.max_concurrent, reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=f"{run_id}-tune-{architecture}-{dataset}",
@@ -143,7 +149,7 @@ def run_tuning(space: SearchSpace, *, results_dir: Path, data_dir: Path, callbac
             )
             tuner.fit()
             study, storage = open_study(space, architecture, dataset, results_dir)
-        out[(architecture, dataset)] = summarise(study, architecture, dataset, default_point(space, dataset))
+        out[(architecture, dataset)] = summarise(study, architecture, dataset, default)
     return out
 
 
