@@ -160,10 +160,8 @@ class _Session:
     def tune(self, select_by: dict) -> dict:
         from . import tuning
 
-        wanted = tuning.cells(self.space, select_by.get("architectures"), select_by.get("datasets"))
-        if any(tuning.remaining(self.space, a, d, self.results_dir) > 0 for a, d in wanted):
-            self._start(total=0, skipped=0)
         cells = tuning.run_tuning(self.space, results_dir=self.results_dir, data_dir=self.data_dir,
+                                  before_work=lambda: self._start(total=0, skipped=0),
                                   callbacks_for=self.callbacks, run_id=self.run_id, storage_path=self.storage_path,
                                   architectures=select_by.get("architectures"), datasets=select_by.get("datasets"),
                                   verbose=self.verbose)

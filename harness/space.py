@@ -240,11 +240,16 @@ class SearchSpace(BaseModel):
 FAST_PATH_DEFAULTS = {"precision": "fp32", "channels_last": False, "compile": False}
 
 
+def identity_training(training: dict) -> dict:
+    """The training settings that identify a result: switches at their defaults are left out, so adding a
+    switch keeps the identities (trial ids, study names) of everything that does not use it."""
+    return {k: v for k, v in training.items() if not (k in FAST_PATH_DEFAULTS and v == FAST_PATH_DEFAULTS[k])}
+
+
 def trial_id(trial: dict) -> str:
     """Stable identity: a hash of what determines the trial's result."""
     key = {k: trial[k] for k in ("architecture", "dataset", "seed", "model_options", "training")}
-    key["training"] = {k: v for k, v in key["training"].items()  # a switch at its default keeps older ids
-                       if not (k in FAST_PATH_DEFAULTS and v == FAST_PATH_DEFAULTS[k])}
+    key["training"] = identity_training(key["training"])
     blob = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .space import SearchSpace
+from .space import SearchSpace, identity_training
 from .train import effective_loc_lr
 
 STORAGE_FILE = "optuna/studies.db"
@@ -45,7 +45,7 @@ def storage_url(results_dir: Path) -> str:
 def study_name(space: SearchSpace, architecture: str, dataset: str) -> str:
     """Changes whenever what the study optimises changes (ranges, seeds, epochs, the cell's training)."""
     key = {"tune": space.tune.model_dump(exclude={"trials", "max_concurrent", "architectures"}),
-           "training": space.training_for(dataset).model_dump(exclude={"seeds"}),
+           "training": identity_training(space.training_for(dataset).model_dump(exclude={"seeds"})),
            "model_options": space.model_options.get(architecture, {})}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{space.name}.{architecture}.{dataset}.{digest}"
@@ -96,14 +96,12 @@ def trials_left(study, budget: int) -> int:
     return max(budget - len(finished(study)), 0)
 
 
-def remaining(space: SearchSpace, architecture: str, dataset: str, results_dir: Path) -> int:
-    study, _ = open_study(space, architecture, dataset, results_dir)
-    return trials_left(study, space.tune.trials)
+def run_tuning(space: SearchSpace, *, results_dir: Path, data_dir: Path, before_work, callbacks_for, run_id: str,
+               storage_path: str, architectures=None, datasets=None, verbose: int = 1) -> dict[tuple[str, str], Cell]:
+    """Run (or resume) every cell's study to its trial budget; return the best values per cell.
 
-
-def run_tuning(space: SearchSpace, *, results_dir: Path, data_dir: Path, callbacks_for, run_id: str, storage_path: str,
-               architectures=None, datasets=None, verbose: int = 1) -> dict[tuple[str, str], Cell]:
-    """Run (or resume) every cell's study to its trial budget; return the best values per cell."""
+    ``before_work()`` is called before the first trial is run (the caller connects Ray and records the
+    run there), so a rerun whose studies are all finished never starts Ray."""
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
@@ -118,6 +116,7 @@ def run_tuning(space: SearchSpace, *, results_dir: Path, data_dir: Path, callbac
         print(f"stbench: tuning {architecture} on {dataset}: study {study.study_name}, "
               f"{len(finished(study))} of {tuning.trials} trials done, {left} to run")
         if left > 0:
+            before_work()
             training = space.training_for(dataset).model_dump(exclude={"seeds"})
             training.update({k: v for k, v in (("epochs", tuning.epochs), ("train_limit", tuning.train_limit)) if v})
             cell = {"architecture": architecture, "dataset": dataset, "stage": "tune", "study": study.study_name,

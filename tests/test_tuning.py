@@ -44,6 +44,11 @@ def test_study_identity_follows_what_it_optimises():
     other = parse_space(SPACE.replace("seeds: 2\n  loc_lr", "seeds: 3\n  loc_lr"))
     assert study_name(space, "stnet", "mnist") == study_name(same, "stnet", "mnist")
     assert study_name(space, "stnet", "mnist") != study_name(other, "stnet", "mnist")
+    # a fast-path switch at its default keeps the study (as it keeps trial ids); switched on, it is another study
+    default_switch = parse_space(SPACE.replace("seeds: 1,", "seeds: 1, precision: fp32,"))
+    switched_on = parse_space(SPACE.replace("seeds: 1,", "seeds: 1, channels_last: true,"))
+    assert study_name(default_switch, "stnet", "mnist") == study_name(space, "stnet", "mnist")
+    assert study_name(switched_on, "stnet", "mnist") != study_name(space, "stnet", "mnist")
 
 
 @pytest.mark.slow
