@@ -25,6 +25,7 @@ import fcntl
 import json
 import os
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -190,28 +191,12 @@ class ResultsStore:
     def _write_table(self, table: str, name: str, rows: list[dict]) -> None:
         schema = TABLES[table]
         arrow = pa.Table.from_pylist([{k: _clean(r.get(k)) for k in schema.names} for r in rows], schema=schema)
-        target = self.root / table / f"{name}.parquet"
-        tmp = target.with_name(f"{TMP_PREFIX}{name}-{uuid.uuid4().hex}.parquet")
-        try:
+        with _atomic(self.root / table / f"{name}.parquet", fault_point=True) as tmp:
             pq.write_table(arrow, tmp)
-            _fsync(tmp)
-            _fault_point()
-            os.replace(tmp, target)
-            _fsync(target.parent)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def _atomic_write_bytes(self, target: Path, data: bytes) -> None:
-        tmp = target.with_name(f"{TMP_PREFIX}{target.name}-{uuid.uuid4().hex}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-            _fsync(target.parent)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with _atomic(target) as tmp:
+            tmp.write_bytes(data)
 
     # -- reading ------------------------------------------------------------------------------
     def read(self, table: str) -> pd.DataFrame:
@@ -242,6 +227,22 @@ class ResultsStore:
     def finished_trial_ids(self, statuses=FINISHED) -> set[str]:
         trials = self.trials()
         return set(trials.loc[trials["status"].isin(statuses), "trial_id"])
+
+
+@contextmanager
+def _atomic(target: Path, fault_point: bool = False):
+    """Yield a hidden temporary path beside ``target``; once the block has written it, flush it and rename it
+    over ``target``, so readers see the old file or the new one, never half of one. On failure, no trace."""
+    tmp = target.with_name(f"{TMP_PREFIX}{target.stem}-{uuid.uuid4().hex}{target.suffix}")
+    try:
+        yield tmp
+        _fsync(tmp)
+        if fault_point:
+            _fault_point()
+        os.replace(tmp, target)
+        _fsync(target.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class StoreLock:
