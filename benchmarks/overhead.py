@@ -54,7 +54,8 @@ def plain_loop(trials: list[dict], data_dir: Path, threads: int) -> list[float]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--trials", type=int, default=4, help="trials per side and repeat")
+    p.add_argument("--trials", type=int, default=4,
+                   help="trials per side and repeat (rounded up to a whole number of seeds per architecture)")
     p.add_argument("--architectures", default="convnet,stnet", help="cycled over the trials (seeds 0, 1, ...)")
     p.add_argument("--train-limit", type=int, default=4000, help="training images per epoch (55000: full MNIST)")
     p.add_argument("--epochs", type=int, default=2)
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
                      "val_size": 5000, "train_limit": args.train_limit, "test_limit": 10000},
         "resources": {"cpu": args.threads, "gpu": gpu},
     })
-    trials = sorted(space.trials(), key=lambda t: (t["seed"], archs.index(t["architecture"])))[:args.trials]
+    trials = sorted(space.trials(), key=lambda t: (t["seed"], archs.index(t["architecture"])))  # the whole grid
     data_dir = resolve_data_dir(args.data_dir)
     print(f"stbench overhead: {len(trials)} trials ({', '.join(archs)}; {args.epochs} epochs of {args.train_limit} "
           f"images, validation 5000, test 10000), {args.repeats} repeats per side, {args.threads} CPU / torch "
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
                     per_trial = plain_loop(trials, data_dir, args.threads)
                 else:
                     outcome = driver.run(space, "overhead benchmark", results_dir=tmp / f"results-{r}", data_dir=data_dir,
-                                         trials=trials, max_concurrent=1, download=False, verbose=0)
+                                         max_concurrent=1, download=False, verbose=0)
                     if outcome.statuses != {"complete": len(trials)}:
                         raise SystemExit(f"harness trials did not all complete: {outcome.statuses}")
                 rows.append((r, side, time.perf_counter() - t0, per_trial if side == "plain" else None))

@@ -13,14 +13,19 @@ processes hits both alike; warm-up is excluded and the median of the repeats is 
   batch. Each repeat opens a fresh loader iterator (as every epoch does), trains ``--warmup-batches``
   untimed batches (worker start-up, first calls) and then times as many images as the harness side.
 
+Both sides run with torch's default number of intra-op threads (the machine's physical cores), as the tutorial
+does: the reference is one training run with the machine to itself, the harness one trial given every CPU.
+``--threads 1`` compares one core's worth (what a one-CPU trial of the shipped spaces gets).
+
     python benchmarks/throughput.py                       # quick: about a minute on 2 CPU cores
-    python benchmarks/throughput.py --images 25600 --repeats 7 --variants default,channels_last,compile
+    python benchmarks/throughput.py --images 12800 --repeats 5 --variants default,channels_last,channels_last+bf16
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import sys
@@ -46,6 +51,7 @@ from harness.train import Trainer  # noqa: E402
 BATCH = 64
 LR, MOMENTUM = 0.01, 0.5  # the PyTorch MNIST / spatial-transformer tutorials
 NUM_WORKERS = 4
+REFERENCE_ARCHS = ("convnet", "stnet", "coordconv", "stcoordconv")  # the models the reference loop trained
 VARIANTS = {  # harness variants: Training switches on top of the defaults
     "default": {},
     "channels_last": {"channels_last": True},
@@ -124,14 +130,60 @@ class HarnessLoop:
         return metrics["images_per_s"], (time.process_time() - cpu0) / self.images * 1000
 
 
+def _trial_worker(conn, arch, data_dir, device, images, repeats, switches, threads) -> None:
+    """One concurrent harness trial in a process of its own, as Ray runs trials: ``threads`` torch threads,
+    its own copy of the data; trains one epoch per message and answers with ``HarnessLoop.measure()``."""
+    torch.set_num_threads(threads)
+    splits = DATASETS["mnist"].load(Path(data_dir), val_size=BATCH, train_limit=images, test_limit=BATCH)
+    loop = HarnessLoop(arch, splits.to(torch.device(device)), torch.device(device), images, repeats, switches)
+    conn.send(loop.warmup_s)
+    while conn.recv():
+        conn.send(loop.measure())
+
+
+class ConcurrentHarness:
+    """``trials`` harness trials training at the same time, each in its own process with an equal share of the
+    threads: how the harness fills a machine. ``measure()`` gives their summed images per second."""
+
+    def __init__(self, trials: int, threads: int, arch, data_dir, device, images, repeats, switches):
+        ctx = multiprocessing.get_context("spawn")
+        self.conns, self.procs = [], []
+        for _ in range(trials):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_trial_worker, daemon=True, args=(
+                child, arch, str(data_dir), str(device), images, repeats, switches, max(1, threads // trials)))
+            proc.start()
+            self.conns.append(parent)
+            self.procs.append(proc)
+        self.warmup_s = max(c.recv() for c in self.conns)
+        self.images = images
+
+    def measure(self) -> tuple[float, float]:
+        for c in self.conns:  # all start together
+            c.send(True)
+        each = [c.recv() for c in self.conns]  # (img/s, CPU s per 1k images) per trial
+        slowest = max(self.images / s for s, _ in each)
+        return len(each) * self.images / slowest, statistics.mean(c for _, c in each)
+
+    def close(self) -> None:
+        for c, proc in zip(self.conns, self.procs):
+            c.send(False)
+            proc.join(timeout=30)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=6400, help="timed images per repeat, both sides (multiple of 64)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per side and architecture (median reported)")
     p.add_argument("--warmup-batches", type=int, default=10, help="untimed batches per reference repeat")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads, both sides (a trial gets as many as its CPUs; shipped spaces use 1)")
-    p.add_argument("--architectures", default=",".join(MODELS))
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                   help="torch intra-op threads, both sides (default: torch's own default, %(default)s here, which is "
+                        "what the tutorial ran with; the harness side is then one trial given the whole machine)")
+    p.add_argument("--trials", type=int, default=None,
+                   help="also measure this many harness trials training at once, sharing the threads (default: one "
+                        "per thread on CPU, 4 on a GPU as reference.yaml's 0.25 GPU per trial; 1 = off)")
+    p.add_argument("--architectures", default=",".join(REFERENCE_ARCHS),
+                   help=f"comma-separated, of {', '.join(MODELS)} (default: the reference study's four)")
     p.add_argument("--variants", default="default",
                    help=f"harness variants, comma-separated, each one of {', '.join(VARIANTS)} or several joined by +")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -141,6 +193,9 @@ def main(argv=None) -> int:
 
     images = args.images // BATCH * BATCH
     archs = args.architectures.split(",")
+    for arch in archs:
+        if arch not in MODELS:
+            p.error(f"--architectures: unknown {arch!r}; allowed: {', '.join(MODELS)}")
     variants = args.variants.split(",")
     switches = {}
     for name in variants:
@@ -149,65 +204,76 @@ def main(argv=None) -> int:
             p.error(f"--variants: unknown {unknown[0]!r}; allowed: {', '.join(VARIANTS)}, joined by + to combine")
         switches[name] = {k: v for part in name.split("+") for k, v in VARIANTS[part].items()}
     device = torch.device(args.device)
+    trials = args.trials if args.trials is not None else (4 if device.type == "cuda" else args.threads)
+    if trials < 1:
+        p.error(f"--trials: must be at least 1, got {trials}")
     data_dir = resolve_data_dir(args.data_dir)
     DATASETS["mnist"].prepare(data_dir, download=False)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="This DataLoader will create")  # 4 workers on a 2-core machine
 
+    # rows: (label, variant, concurrent trials); one trial gets every thread, `trials` trials share them
+    rows = [("harness" if v == "default" else "+" + v, v, 1) for v in variants]
+    if trials > 1:
+        rows += [(f"{label}, {trials} trials", v, trials) for label, v, _ in rows]
     print(f"stbench throughput: {images} images per repeat, {args.repeats} repeats (median), warm-up excluded, "
           f"batch {BATCH}, SGD lr {LR} momentum {MOMENTUM}")
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_model()}, "
-          f"{os.cpu_count()} CPUs), torch {torch.__version__}, torch threads {args.threads} on both sides; "
-          f"reference DataLoader num_workers={NUM_WORKERS} (1 thread each)")
+          f"{os.cpu_count()} CPUs), torch {torch.__version__}; reference: torch threads {args.threads}, DataLoader "
+          f"num_workers={NUM_WORKERS} (1 thread each); harness: 1 trial with {args.threads} threads"
+          + (f", and {trials} concurrent trials with {max(1, args.threads // trials)} each" if trials > 1 else ""))
     load_before = os.getloadavg()[0]
     # the harness measures epochs of `images` training images; one validation/test batch keeps evaluation negligible
     splits = DATASETS["mnist"].load(data_dir, val_size=BATCH, train_limit=images, test_limit=BATCH).to(device)
 
     t_start = time.perf_counter()
-    results = {a: {"reference": [], **{v: [] for v in variants}} for a in archs}
+    results = {a: {"reference": [], **{label: [] for label, _, _ in rows}} for a in archs}
     warmups = {}
     for arch in archs:
-        reference = ReferenceLoop(arch, data_dir, device, images, args.warmup_batches)
-        harness = {v: HarnessLoop(arch, splits, device, images, args.repeats, switches[v]) for v in variants}
-        warmups[arch] = {v: h.warmup_s for v, h in harness.items()}
+        sides = {"reference": ReferenceLoop(arch, data_dir, device, images, args.warmup_batches)}
+        for label, v, k in rows:
+            sides[label] = (HarnessLoop(arch, splits, device, images, args.repeats, switches[v]) if k == 1 else
+                            ConcurrentHarness(k, args.threads, arch, data_dir, device, images, args.repeats, switches[v]))
+        warmups[arch] = {label: loop.warmup_s for label, loop in sides.items() if label != "reference"}
+        order = list(sides.items())
         for r in range(args.repeats):  # interleaved, alternating which side goes first
-            sides = [("reference", reference), *harness.items()]
-            for name, loop in (sides if r % 2 == 0 else sides[::-1]):
+            for name, loop in (order if r % 2 == 0 else order[::-1]):
                 results[arch][name].append(loop.measure())
+        for loop in sides.values():
+            getattr(loop, "close", lambda: None)()
         print(f"  {arch}: done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr, flush=True)
 
     speed = {a: {k: statistics.median(x[0] for x in v) for k, v in r.items()} for a, r in results.items()}
     cpu = {a: {k: statistics.median(x[1] for x in v) for k, v in r.items()} for a, r in results.items()}
-    labels = {v: "harness" if v == "default" else "+" + v for v in variants}
-    w = max(len(x) for x in ["reference", *labels.values()])
+    w = max(len(x) for x in ["reference", *results[archs[0]]])
     header = (f"{'architecture':<12} {'side':<{w}} {'img/s':>8} {'ratio':>6} {'paired':>10}"
               f" {'CPU s/1k img':>13} {'ratio':>6}")
     print(f"\n{header}\n{'-' * len(header)}")
     for a in archs:
         print(f"{a:<12} {'reference':<{w}} {speed[a]['reference']:>8,.0f} {'':>6} {'':>10} {cpu[a]['reference']:>13.3f}")
-        for v in variants:
-            paired = [h[0] / r[0] for h, r in zip(results[a][v], results[a]["reference"])]
-            print(f"{'':<12} {labels[v]:<{w}} {speed[a][v]:>8,.0f}"
-                  f" {speed[a][v] / speed[a]['reference']:>5.2f}x {min(paired):>4.2f}-{max(paired):.2f}"
-                  f" {cpu[a][v]:>13.3f} {cpu[a]['reference'] / cpu[a][v]:>5.2f}x")
+        for label, _, _ in rows:
+            paired = [h[0] / r[0] for h, r in zip(results[a][label], results[a]["reference"])]
+            print(f"{'':<12} {label:<{w}} {speed[a][label]:>8,.0f}"
+                  f" {speed[a][label] / speed[a]['reference']:>5.2f}x {min(paired):>4.2f}-{max(paired):.2f}"
+                  f" {cpu[a][label]:>13.3f} {cpu[a]['reference'] / cpu[a][label]:>5.2f}x")
     print(f"\nratio = harness / reference, medians; paired = range of the per-repeat ratios. CPU s/1k img = CPU\n"
-          f"seconds per 1000 images, the reference's DataLoader workers included; its ratio is reference / harness,\n"
-          f"the gain in images per core when trials fill the machine. '+x' rows: the harness with switch x on.\n"
+          f"seconds per 1000 images, the reference's DataLoader workers included; its ratio is reference / harness.\n"
+          f"'+x' rows: the harness with switch x on; 'N trials' rows: N harness trials training at once in\n"
+          f"processes of their own (how a benchmark run fills the machine), img/s summed over them.\n"
           f"Load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; {time.perf_counter() - t_start:.0f} s.")
     goal = 20 if device.type == "cuda" else 3
-    for v in variants:
-        met = [a for a in archs if speed[a][v] / speed[a]["reference"] >= goal]
-        print(f"goal (issue 9) >= {goal}x img/s on {device.type}, {labels[v]}: "
-              f"met for {len(met)} of {len(archs)} architectures")
+    for label, _, _ in rows:
+        met = [a for a in archs if speed[a][label] / speed[a]["reference"] >= goal]
+        print(f"goal (issue 9) >= {goal}x img/s on {device.type}, {label}: met for {len(met)} of {len(archs)} architectures")
     if any(v != "default" for v in variants):
-        for v in variants:
-            extra = [warmups[a][v] - images / speed[a][v] for a in archs]
-            print(f"warm-up epoch beyond a steady one, {v}: " + ", ".join(f"{a} {e:.1f} s" for a, e in zip(archs, extra)))
+        for label, v, k in rows:
+            extra = [warmups[a][label] - images / speed[a][label] * k for a in archs]
+            print(f"warm-up epoch beyond a steady one, {label}: " + ", ".join(f"{a} {e:.1f} s" for a, e in zip(archs, extra)))
     if args.json:
         args.json.write_text(json.dumps({"images": images, "repeats": args.repeats, "threads": args.threads,
-                                         "device": str(device), "results": results, "warmup_s": warmups}, indent=1))
+                                         "trials": trials, "device": str(device), "results": results,
+                                         "warmup_s": warmups}, indent=1))
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

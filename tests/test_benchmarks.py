@@ -1,0 +1,48 @@
+"""The benchmark scripts run end to end on tiny settings and print their ratios (never asserting a speed)."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_script(name: str, data_dir: Path, *args: str) -> str:
+    env = {**os.environ, "STBENCH_DATA_DIR": str(data_dir)}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_throughput_defaults_to_the_reference_studys_four_architectures(mnist_root):
+    out = run_script("throughput.py", mnist_root, "--images", "128", "--repeats", "1", "--warmup-batches", "1",
+                     "--trials", "1")
+    rows = [line.split()[0] for line in out.splitlines() if line.split()[1:2] == ["reference"]]
+    assert rows == ["convnet", "stnet", "coordconv", "stcoordconv"]
+    assert "met for" in out and "resnext" not in out
+
+
+def test_throughput_measures_concurrent_trials_and_switches(mnist_root):
+    out = run_script("throughput.py", mnist_root, "--images", "128", "--repeats", "1", "--warmup-batches", "1",
+                     "--architectures", "stnet", "--trials", "2", "--variants", "default,channels_last")
+    for label in ("harness", "+channels_last", "harness, 2 trials", "+channels_last, 2 trials"):
+        assert re.search(rf"^\s+{re.escape(label)}\s+[\d,]+\s+[\d.]+x ", out, re.M), label  # img/s and ratio
+
+
+def test_throughput_rejects_unknown_names(mnist_root):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--architectures", "vgg"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and "--architectures: unknown 'vgg'; allowed: convnet" in proc.stderr
+
+
+@pytest.mark.slow
+def test_overhead_prints_the_ratio_and_rays_start_up_apart(mnist_root):
+    out = run_script("overhead.py", mnist_root, "--trials", "1", "--architectures", "convnet", "--train-limit", "256",
+                     "--epochs", "1", "--repeats", "1")
+    assert "<- harness / plain wall time" in out
+    assert "Ray start-up (ray.init)" in out
