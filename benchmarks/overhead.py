@@ -4,7 +4,8 @@
   as many torch threads as a trial gets CPUs; nothing is saved.
 * harness: ``harness.driver.run`` on a local Ray started by this script: Ray Tune, one actor at a time
   (``max_concurrent=1``, so both sides do the same sequential work), a checkpoint and a report per epoch,
-  the store callback, the Parquet store and the best weights.
+  the store callback, the Parquet store, the best weights and an offline W&B run per trial (``--wandb
+  disabled`` leaves W&B out, to see its share).
 
 Ray's start-up (``ray.init``) and shut-down are paid once per invocation, not per trial: they are timed and
 printed apart from the ratio. Repeats alternate the two sides, so load from other processes hits both.
@@ -61,6 +62,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2, help="timed repeats per side (median reported)")
     p.add_argument("--threads", type=int, default=1, help="CPUs per trial = torch threads, both sides")
+    p.add_argument("--wandb", choices=["offline", "disabled"], default="offline",
+                   help="the harness side's W&B mode (offline: as `python run_benchmark.py` runs by default)")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $STBENCH_DATA_DIR or ./datasets)")
     args = p.parse_args(argv)
 
@@ -71,13 +74,13 @@ def main(argv=None) -> int:
         "name": "overhead", "architectures": archs, "datasets": {"mnist": {}},
         "training": {"epochs": args.epochs, "batch_size": 64, "lr": 0.01, "momentum": 0.5, "seeds": seeds,
                      "val_size": 5000, "train_limit": args.train_limit, "test_limit": 10000},
-        "resources": {"cpu": args.threads, "gpu": gpu},
+        "resources": {"cpu": args.threads, "gpu": gpu}, "wandb": {"mode": args.wandb},
     })
     trials = sorted(space.trials(), key=lambda t: (t["seed"], archs.index(t["architecture"])))  # the whole grid
     data_dir = resolve_data_dir(args.data_dir)
     print(f"stbench overhead: {len(trials)} trials ({', '.join(archs)}; {args.epochs} epochs of {args.train_limit} "
           f"images, validation 5000, test 10000), {args.repeats} repeats per side, {args.threads} CPU / torch "
-          f"thread(s) per trial, one trial at a time, device {pick_device()}, {os.cpu_count()} CPUs")
+          f"thread(s) per trial, one trial at a time, device {pick_device()}, {os.cpu_count()} CPUs, harness W&B {args.wandb}")
 
     import ray
 
