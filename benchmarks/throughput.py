@@ -130,19 +130,24 @@ class HarnessLoop:
         return metrics["images_per_s"], (time.process_time() - cpu0) / self.images * 1000
 
 
+def harness_splits(data_dir: Path, images: int, device: torch.device):
+    """MNIST cut to epochs of ``images`` training images; one validation/test batch keeps evaluation negligible."""
+    return DATASETS["mnist"].load(data_dir, val_size=BATCH, train_limit=images, test_limit=BATCH).to(device)
+
+
 def _trial_worker(conn, arch, data_dir, device, images, repeats, switches, threads) -> None:
     """One concurrent harness trial in a process of its own, as Ray runs trials: ``threads`` torch threads,
     its own copy of the data; trains one epoch per message and answers with ``HarnessLoop.measure()``."""
     torch.set_num_threads(threads)
-    splits = DATASETS["mnist"].load(Path(data_dir), val_size=BATCH, train_limit=images, test_limit=BATCH)
-    loop = HarnessLoop(arch, splits.to(torch.device(device)), torch.device(device), images, repeats, switches)
+    device = torch.device(device)
+    loop = HarnessLoop(arch, harness_splits(Path(data_dir), images, device), device, images, repeats, switches)
     conn.send(loop.warmup_s)
     while conn.recv():
         conn.send(loop.measure())
 
 
 class ConcurrentHarness:
-    """``trials`` harness trials training at the same time, each in its own process with an equal share of the
+    """``trials`` harness trials training at the same time, each in its own process with ``threads`` torch
     threads: how the harness fills a machine. ``measure()`` gives their summed images per second."""
 
     def __init__(self, trials: int, threads: int, arch, data_dir, device, images, repeats, switches):
@@ -151,7 +156,7 @@ class ConcurrentHarness:
         for _ in range(trials):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_trial_worker, daemon=True, args=(
-                child, arch, str(data_dir), str(device), images, repeats, switches, max(1, threads // trials)))
+                child, arch, str(data_dir), str(device), images, repeats, switches, threads))
             proc.start()
             self.conns.append(parent)
             self.procs.append(proc)
@@ -207,6 +212,7 @@ def main(argv=None) -> int:
     trials = args.trials if args.trials is not None else (4 if device.type == "cuda" else args.threads)
     if trials < 1:
         p.error(f"--trials: must be at least 1, got {trials}")
+    trial_threads = max(1, args.threads // trials)  # each concurrent trial's share
     data_dir = resolve_data_dir(args.data_dir)
     DATASETS["mnist"].prepare(data_dir, download=False)
     torch.set_num_threads(args.threads)
@@ -221,10 +227,9 @@ def main(argv=None) -> int:
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_model()}, "
           f"{os.cpu_count()} CPUs), torch {torch.__version__}; reference: torch threads {args.threads}, DataLoader "
           f"num_workers={NUM_WORKERS} (1 thread each); harness: 1 trial with {args.threads} threads"
-          + (f", and {trials} concurrent trials with {max(1, args.threads // trials)} each" if trials > 1 else ""))
+          + (f", and {trials} concurrent trials with {trial_threads} each" if trials > 1 else ""))
     load_before = os.getloadavg()[0]
-    # the harness measures epochs of `images` training images; one validation/test batch keeps evaluation negligible
-    splits = DATASETS["mnist"].load(data_dir, val_size=BATCH, train_limit=images, test_limit=BATCH).to(device)
+    splits = harness_splits(data_dir, images, device)
 
     t_start = time.perf_counter()
     results = {a: {"reference": [], **{label: [] for label, _, _ in rows}} for a in archs}
@@ -233,7 +238,7 @@ def main(argv=None) -> int:
         sides = {"reference": ReferenceLoop(arch, data_dir, device, images, args.warmup_batches)}
         for label, v, k in rows:
             sides[label] = (HarnessLoop(arch, splits, device, images, args.repeats, switches[v]) if k == 1 else
-                            ConcurrentHarness(k, args.threads, arch, data_dir, device, images, args.repeats, switches[v]))
+                            ConcurrentHarness(k, trial_threads, arch, data_dir, device, images, args.repeats, switches[v]))
         warmups[arch] = {label: loop.warmup_s for label, loop in sides.items() if label != "reference"}
         order = list(sides.items())
         for r in range(args.repeats):  # interleaved, alternating which side goes first
@@ -274,6 +279,7 @@ def main(argv=None) -> int:
                                          "trials": trials, "device": str(device), "results": results,
                                          "warmup_s": warmups}, indent=1))
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

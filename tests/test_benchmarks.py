@@ -34,7 +34,7 @@ def test_throughput_measures_concurrent_trials_and_switches(mnist_root):
         assert re.search(rf"^\s+{re.escape(label)}\s+[\d,]+\s+[\d.]+x ", out, re.M), label  # img/s and ratio
 
 
-def test_throughput_rejects_unknown_names(mnist_root):
+def test_throughput_rejects_unknown_names():
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--architectures", "vgg"],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2 and "--architectures: unknown 'vgg'; allowed: convnet" in proc.stderr
