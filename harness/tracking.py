@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .trial import Stage, Trial
+
 DEFAULT_PROJECT = "stbench"
 MODES = ("offline", "online", "disabled")
 
@@ -63,17 +65,13 @@ def warn(message: str) -> None:
     print(f"stbench: warning: {redact(message)}", file=sys.stderr, flush=True)
 
 
-def wandb_dir(results_dir: Path) -> Path:
-    return Path(results_dir).resolve() / "wandb"
-
-
-def make_callback(settings: WandbSettings, results_dir: Path, group: str, job_type: str = "benchmark"):
-    """The Tune callback for ``settings``, or None when W&B is disabled or cannot even be set up."""
+def make_callback(settings: WandbSettings, directory: Path, group: str, job_type: str = "benchmark"):
+    """The Tune callback for ``settings`` writing under ``directory`` (the store's ``wandb/``), or None when
+    W&B is disabled or cannot even be set up."""
     mode = effective_mode(settings)
     if mode == "disabled":
         return None
     try:
-        directory = wandb_dir(results_dir)
         directory.mkdir(parents=True, exist_ok=True)
         return _callback_class()(
             project=settings.project, group=group, excludes=["resume"], upload_timeout=int(settings.upload_timeout_s),
@@ -83,6 +81,15 @@ def make_callback(settings: WandbSettings, results_dir: Path, group: str, job_ty
     except Exception as e:  # wandb missing or broken: the benchmark does not depend on it
         warn(f"W&B logging is off for this run: {type(e).__name__}: {e}")
         return None
+
+
+def run_labels(trial: Trial, tune_trial_id: str, group: str | None) -> dict:
+    """W&B name, tags and group of one Tune trial's run."""
+    tags = [trial.architecture, trial.dataset, *(f"seed={s}" for s in trial.seeds)]
+    if trial.stage is Stage.TUNE:
+        return {"name": f"{trial.name}-{tune_trial_id}", "group": f"{group}-tune-{trial.study_key}",
+                "tags": ["tune", f"study={trial.study}", *tags]}
+    return {"name": trial.name, "tags": tags}
 
 
 def _callback_class():
@@ -154,12 +161,14 @@ def _callback_class():
             )(self._logger_actor_cls)
 
         def log_trial_start(self, trial):
-            t = trial.config["trial"]
+            return self._guard("trial start", self._start_run, trial)
+
+        def _start_run(self, trial):
+            """A run named and tagged from the typed trial: benchmark trials by seed, tuning trials by study."""
             base = self.kwargs
-            self.kwargs = {**base, "name": f"{t['architecture']}-{t['dataset']}-s{t['seed']}",
-                           "tags": [t["architecture"], t["dataset"], f"seed={t['seed']}"]}
+            self.kwargs = {**base, **run_labels(Trial.from_config(trial.config), trial.trial_id, self.group)}
             try:
-                return self._guard("trial start", super().log_trial_start, trial)
+                return super().log_trial_start(trial)
             finally:
                 self.kwargs = base
 
