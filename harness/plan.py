@@ -87,7 +87,7 @@ class Plan:
 
 
 def make_plan(space: SearchSpace, *, select_by: dict, results_dir: Path, data_dir: Path, retry_errored: bool = False,
-              max_concurrent: int | None = None) -> Plan:
+              max_concurrent: int | None = None, estimate: bool = True) -> Plan:
     trials = select(space.trials(_tuned_values(space, results_dir)), **select_by)
     store_trials = _stored_trials(results_dir)
     done = set(store_trials.loc[store_trials["status"].isin(done_statuses(retry_errored)), "trial_id"]) \
@@ -103,7 +103,7 @@ def make_plan(space: SearchSpace, *, select_by: dict, results_dir: Path, data_di
     slots = _slots(space, max_concurrent)
     hardware = _hardware(device)
     plan = Plan(space.name, planned, slots, len(units), None, "", hardware)
-    if not pending:
+    if not pending or not estimate:
         return plan
     if space.tune is not None:
         plan.notes.append("the tuning stage runs first and is not included in the estimate")

@@ -55,7 +55,7 @@ class ProgressCallback(tune.Callback):
         self.done.add(trial.trial_id)
         self.print()
 
-    def on_step(self, iteration, trials, **info):
+    def on_step_end(self, iteration, trials, **info):
         if time.monotonic() - self.last_print >= self.interval_s:
             self.print()
 

@@ -25,7 +25,6 @@ second driver out while one is writing.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import uuid
@@ -271,28 +270,26 @@ def _atomic(target: Path, fault_point: bool = False):
 
 
 class StoreLock:
+    """An exclusive, non-blocking writer lock (``filelock``: portable; released by the OS if the process dies)."""
+
     def __init__(self, path: Path):
+        from filelock import FileLock
+
         self.path = path
-        self._fd: int | None = None
+        self._lock = FileLock(str(path), timeout=0)
 
     def __enter__(self) -> "StoreLock":
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        from filelock import Timeout
+
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "another process"
-            os.close(self._fd)
-            raise UserError(f"--results-dir: {self.path.parent} is being written by another benchmark ({holder}); "
+            self._lock.acquire()
+        except Timeout:
+            raise UserError(f"--results-dir: {self.path.parent} is being written by another benchmark; "
                             "wait for it or use another --results-dir") from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"pid {os.getpid()}".encode(), 0)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        self._lock.release()
 
 
 _writes = 0

@@ -184,6 +184,14 @@ def _callback_class():
         def on_experiment_end(self, trials, **info):
             self._guard("experiment end", super().on_experiment_end, trials, **info)
 
+        def __del__(self):
+            # Tune's __del__ stops leftover logging actors; at interpreter exit Ray may be gone already
+            # (``ray`` is None there), which would print a traceback after a successful run.
+            try:
+                super().__del__()
+            except Exception:  # noqa: BLE001 - nothing left to log
+                pass
+
         def _cleanup_logging_actors(self, timeout: int = 0, kill_on_timeout: bool = False):
             # Tune drops a logging actor's outcome; read it, so a W&B failure is reported once, not hidden.
             futures = list(self._trial_logging_futures.values())
