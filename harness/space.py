@@ -21,7 +21,19 @@ from .models import MODELS
 from .trial import Trial
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SPACES_DIR = REPO_ROOT / "search_spaces"
+
+
+def _spaces_dir() -> Path:
+    """``search_spaces/`` of a checkout (or an editable install), else the installed package data."""
+    here = REPO_ROOT / "search_spaces"
+    if here.is_dir():
+        return here
+    from importlib.resources import files
+
+    return Path(str(files("harness.search_spaces")))
+
+
+SPACES_DIR = _spaces_dir()
 DEFAULT_SPACE = "quick"
 
 ArchitectureName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
