@@ -8,7 +8,6 @@ training hyper-parameters), so the same trial run twice has the same id.
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
@@ -17,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .data import DATASETS
 from .errors import UserError
-from .models import MODELS
+from .models import ARCHITECTURES, MODELS
 from .trial import Trial
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -191,10 +190,8 @@ class SearchSpace(BaseModel):
     def _tunable_architectures(self):
         if self.tune is None:
             return self
-        from .models import build_model, localization_parameters
-
         names = self.tune.architectures if self.tune.architectures is not None else self.architectures
-        with_stn = [a for a in names if localization_parameters(build_model(a, (3, 64, 64), 10))]
+        with_stn = [a for a in names if ARCHITECTURES[a].localization]
         if self.tune.architectures is not None and len(with_stn) != len(names):
             bad = sorted(set(names) - set(with_stn))
             raise ValueError(f"tune.architectures: {', '.join(bad)} has no localization network to tune; "
@@ -210,7 +207,7 @@ class SearchSpace(BaseModel):
     @model_validator(mode="after")
     def _known_model_options(self):
         for arch, options in self.model_options.items():
-            allowed = [p for p in inspect.signature(MODELS[arch]).parameters if p not in ("in_shape", "num_classes")]
+            allowed = ARCHITECTURES[arch].options
             unknown = sorted(set(options) - set(allowed))
             if unknown:
                 raise ValueError(f"model_options.{arch}: unknown option {unknown[0]!r}; allowed: {', '.join(allowed) or 'none'}")
