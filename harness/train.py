@@ -268,7 +268,7 @@ def epochs_by_seed(runner) -> Iterator[dict[str, dict]]:
 
 SUMMED = ("images_per_s",)
 SHOWN = ("train_loss", "train_acc", "val_loss", "val_acc", "train_eval_loss", "train_eval_acc",
-         "train_time_s", "eval_time_s", "images_per_s", "test_acc", "test_loss")
+         "train_time_s", "eval_time_s", "images_per_s", "best_val_acc", "test_acc", "test_loss")
 
 
 def summarise_epoch(per_seed: dict[str, dict]) -> dict:
@@ -280,6 +280,7 @@ def summarise_epoch(per_seed: dict[str, dict]) -> dict:
         vals = [m[k] for m in ms if isinstance(m.get(k), (int, float)) and math.isfinite(m[k])]
         if vals:
             out[k] = float(np.sum(vals) if k in SUMMED else np.mean(vals))
+    out["num_params"] = ms[0].get("num_params")
     statuses = {m["status"] for m in ms}
     out["status"] = "running" if "running" in statuses else (statuses.pop() if len(statuses) == 1 else "mixed")
     return out
