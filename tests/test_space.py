@@ -19,7 +19,7 @@ BASE = "name: t\narchitectures: [convnet]\ndatasets: {mnist: {}}\n"
     (BASE + "resources: {gpu: -1}", "resources.gpu: Input should be greater than or equal to 0 (got -1)"),
     ("name: t\narchitectures: []\ndatasets: {mnist: {}}", "architectures: List should have at least 1 item"),
     ("name: [t\n", "malformed YAML at line 2"),
-    ("- just\n- a list\n", "expected a mapping of keys"),
+    ("- just\n- a list\n", "not a text YAML file of a mapping (name, architectures, datasets, ...); got a YAML list"),
     ("architectures: [convnet]\ndatasets: {mnist: {}}", "name: Field required"),
 ])
 def test_bad_space_gives_one_line_error_naming_field_and_allowed_values(text, expected):
