@@ -51,6 +51,20 @@ def test_study_identity_follows_what_it_optimises():
     assert study_name(switched_on, "stnet", "mnist") != study_name(space, "stnet", "mnist")
 
 
+def test_trials_a_killed_run_left_running_are_failed_and_never_resumed(tmp_path):
+    import optuna
+
+    space = parse_space(SPACE)
+    study, _ = open_study(space, "stnet", "mnist", tmp_path)
+    done = study.ask()
+    study.tell(done, 0.5)
+    interrupted = study.ask()  # what a SIGKILLed driver leaves behind: a trial forever RUNNING
+    study, _ = open_study(space, "stnet", "mnist", tmp_path)
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states == {done.number: optuna.trial.TrialState.COMPLETE, interrupted.number: optuna.trial.TrialState.FAIL}
+    assert [t.number for t in finished(study)] == [done.number]
+
+
 @pytest.mark.slow
 def test_tuning_is_interrupted_resumed_and_the_benchmark_uses_the_best_value(tmp_path, mnist_root):
     space_file = tmp_path / "tune.yaml"
