@@ -80,25 +80,31 @@ BASE_SPACE = {
 }
 
 
-def space_dict(**overrides) -> dict:
-    """The base space with ``overrides`` merged in: a dict merges into a dict key by key, None deletes a key,
-    anything else replaces it. ``space_dict(training={"epochs": 4})`` keeps the other training keys."""
-    def merge(base: dict, over: dict) -> dict:
-        out = copy.deepcopy(base)
-        for key, value in over.items():
-            if value is None:
-                out.pop(key, None)
-            elif isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = merge(out[key], value)
-            else:
-                out[key] = copy.deepcopy(value)
-        return out
-    return merge(BASE_SPACE, overrides)
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
-def space_yaml(**overrides) -> str:
-    """A search-space YAML text: the base space with ``overrides`` (see ``space_dict``)."""
-    return yaml.safe_dump(space_dict(**overrides), sort_keys=False)
+def space_dict(*layers: dict, **overrides) -> dict:
+    """``BASE_SPACE`` with each of ``layers``, then ``overrides``, merged in: a dict merges into a dict key by
+    key, None deletes a key, anything else replaces it. ``space_dict(training={"epochs": 4})`` keeps the other
+    training keys; a test file's own base is a layer: ``space_dict(RELIABILITY, training={"seeds": 1})``."""
+    out = BASE_SPACE
+    for layer in (*layers, overrides):
+        out = _merge(out, layer)
+    return out
+
+
+def space_yaml(*layers: dict, **overrides) -> str:
+    """A search-space YAML text (see ``space_dict``)."""
+    return yaml.safe_dump(space_dict(*layers, **overrides), sort_keys=False)
 
 
 # -- the command line as a subprocess ----------------------------------------------------------------

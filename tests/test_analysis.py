@@ -16,6 +16,7 @@ import torch
 from scipy import stats as sps
 
 from analysis import metrics, stats
+from conftest import space_yaml
 from analysis.load import _benchmark_only, load
 from analysis.report import analyse, build, main, parse_targets, render
 from harness.errors import UserError
@@ -236,7 +237,7 @@ def test_tuning_trials_are_kept_apart_when_the_store_marks_a_stage():
 
 
 def test_one_search_space_or_all_of_them(synth):
-    space_b = SPACE.replace("name: synth", "name: other").replace("seeds: 3", "seeds: 1").replace("epochs: 3", "epochs: 2")
+    space_b = space_yaml(SYNTH, name="other", training={"epochs": 2, "seeds": 1})
     synth.run(SPACE, space="synth", run_id="r1")
     synth.run(space_b, space="other", run_id="r2")
     ids_b = {t["architecture"]: t["trial_id"] for t in parse_space(space_b).trials()}
@@ -260,12 +261,8 @@ def test_targets_from_the_command_line():
 
 
 # -- the report ------------------------------------------------------------------------------------
-SPACE = """
-name: synth
-architectures: [convnet, stnet]
-training: {epochs: 3, seeds: 3}
-datasets: {mnist: {}}
-"""
+SYNTH = {"name": "synth", "architectures": ["convnet", "stnet"], "training": None}
+SPACE = space_yaml(SYNTH, training={"epochs": 3, "seeds": 3})
 
 
 def test_a_partially_finished_store_still_reports_what_is_there(synth, tmp_path):
