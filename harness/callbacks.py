@@ -60,7 +60,8 @@ class StoreCallback(tune.Callback):
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         """Remember the trial's newest checkpoint, so a rerun after a driver crash resumes from it."""
         t = Trial.from_config(trial.config)
-        self.store.put_resume(t.trial_id, checkpoint_uri(checkpoint), (trial.last_result or {}).get("epoch"))
+        self.store.put_resume(t.trial_id, checkpoint_uri(checkpoint), (trial.last_result or {}).get("epoch"),
+                              members=sorted(t.ids.values()))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         key = Trial.from_config(trial.config).trial_id

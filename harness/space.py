@@ -266,22 +266,29 @@ def load_space(space: str | Path | None = None, overrides: list[str] | tuple = (
     YAML text (kept as provenance; the overrides are recorded beside it)."""
     path = resolve_space_path(space)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as e:
         raise UserError(f"--space: cannot read {path}: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")  # strict: a binary file is refused here, not half-parsed
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a text YAML file (byte {e.start} is not UTF-8)") from None
     return parse_space(text, source=str(path), overrides=overrides), text
 
 
 def parse_space(text: str, source: str = "<search space>", overrides: list[str] | tuple = ()) -> SearchSpace:
     try:
         raw = yaml.safe_load(text)
+    except yaml.reader.ReaderError as e:  # control characters: binary data that happens to decode
+        raise UserError(f"{source}: not a text YAML file (character #x{e.character:04x} at position {e.position})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise UserError(f"{source}: malformed YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
-        raise UserError(f"{source}: expected a mapping of keys (name, architectures, datasets, ...), got {type(raw).__name__}")
+        got = "an empty file" if raw is None else f"a YAML {type(raw).__name__}"
+        raise UserError(f"{source}: not a text YAML file of a mapping (name, architectures, datasets, ...); got {got}")
     raw = apply_overrides(raw, overrides)
     try:
         space = SearchSpace.model_validate(raw)

@@ -90,6 +90,11 @@ RUNS = pa.schema([
 
 TABLES = {"epochs": EPOCHS, "trials": TRIALS, "runs": RUNS}
 OTHER_ENTRIES = ("checkpoints", "resume", "ray", "optuna", "wandb", ".lock")
+# Columns added to a table after SCHEMA_VERSION 1 went out: files written before may lack them (the reader
+# fills them with nulls), so they are not damage. A column added later goes here, or SCHEMA_VERSION goes up.
+ADDED_COLUMNS: dict[str, set[str]] = {"epochs": set(), "trials": {"stack"},
+                                      "runs": {"planned_json", "overrides_json", "data_dir"}}
+VERIFY_HINT = "python -m harness.store verify"
 
 
 def now() -> datetime:
@@ -110,8 +115,9 @@ class ResultsStore:
         return store
 
     @classmethod
-    def check(cls, root: str | os.PathLike, must_exist: bool = False) -> "ResultsStore":
-        """Everything that can be said about ``root`` without writing to it."""
+    def check(cls, root: str | os.PathLike, must_exist: bool = False, damage: bool = True) -> "ResultsStore":
+        """Everything that can be said about ``root`` without writing to it; with ``damage``, an existing
+        store with any file the run would choke on (see ``find_damage``) is refused, naming the first one."""
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise UserError(f"--results-dir: {root} is a file, not a directory; pass a directory path")
@@ -120,7 +126,8 @@ class ResultsStore:
             try:
                 version = json.loads(manifest.read_text())["schema_version"]
             except (ValueError, KeyError, TypeError, OSError):
-                raise UserError(f"--results-dir: {manifest} is unreadable or corrupt; restore it or use another directory") from None
+                raise UserError(f"--results-dir: {manifest} is unreadable or corrupt; restore it from a copy "
+                                "or use another directory") from None
             if version != SCHEMA_VERSION:
                 raise UserError(
                     f"--results-dir: {root} holds a results store of schema version {version}; this stbench "
@@ -134,6 +141,13 @@ class ResultsStore:
         parent = next((p for p in (root, *root.parents) if p.exists()), None)
         if parent is None or not os.access(parent, os.W_OK):
             raise UserError(f"--results-dir: {root} is not writable; choose a directory you can write to")
+        if damage and manifest.exists():
+            found = find_damage(root)
+            if found:
+                path, reason = found[0]
+                more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+                raise UserError(f"results store {root}: {path} {reason}{more}; move it aside or run "
+                                f"`{VERIFY_HINT} {root}`")
         return cls(root)
 
     def create(self) -> None:
@@ -198,8 +212,10 @@ class ResultsStore:
     def put_checkpoint(self, trial_id: str, data: bytes) -> None:
         self._atomic_write_bytes(self.checkpoint_path(trial_id), data)
 
-    def put_resume(self, trial_id: str, checkpoint_uri: str, epoch: int | None) -> None:
-        blob = json.dumps({"checkpoint": checkpoint_uri, "epoch": epoch, "at": now().isoformat()})
+    def put_resume(self, trial_id: str, checkpoint_uri: str, epoch: int | None, members: list[str] | None = None) -> None:
+        """``trial_id``: the Tune trial's key (a seed's id, or a stack's); ``members``: the seed ids it trains."""
+        blob = json.dumps({"checkpoint": checkpoint_uri, "epoch": epoch, "at": now().isoformat(),
+                           "members": members or [trial_id]})
         self._atomic_write_bytes(self.root / "resume" / f"{trial_id}.json", blob.encode())
 
     def resume_points(self) -> dict[str, str]:
@@ -209,7 +225,7 @@ class ResultsStore:
             try:
                 out[path.stem] = json.loads(path.read_text())["checkpoint"]
             except (ValueError, KeyError, OSError):
-                continue  # a damaged pointer only costs a restart from scratch
+                continue  # refused by check() before a run; a reader elsewhere just skips it
         return out
 
     def _write_table(self, table: str, name: str, rows: list[dict]) -> None:
@@ -334,6 +350,92 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def find_damage(root: str | os.PathLike) -> list[tuple[str, str]]:
+    """Every file of the store a run or a report would fail on or misread, as (path relative to root, reason).
+
+    Reads only Parquet footers and resume pointers, so it is cheap enough to run before every run; it
+    never changes anything. Hidden files (the atomic writer's ``.tmp-*`` partials) are left to
+    ``sweep_partials``. Found damage: a Parquet file that is empty, cut short or not Parquet at all;
+    one whose columns are not its table's (another schema, another table's file); a stray file or folder
+    in a table folder (the table reader would try to parse it); a resume pointer that is not JSON
+    naming a checkpoint; a pointer of an unfinished trial to a local checkpoint that no longer exists
+    (a moved results directory or a wrong --storage-path: resuming is impossible, and restarting from
+    scratch would replace the epoch rows stored so far, so the user decides by moving the pointer aside).
+    """
+    root = Path(root)
+    damage: list[tuple[str, str]] = []
+    trial_files: list[Path] = []  # the readable ones: they say which trials are finished
+    for table, schema in TABLES.items():
+        directory = root / table
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.iterdir()):
+            rel = str(path.relative_to(root))
+            if path.name.startswith((".", "_")):
+                continue  # hidden: skipped by the table reader
+            if path.suffix != ".parquet" or not path.is_file():
+                damage.append((rel, "is not a Parquet file of this table (a stray file)"))
+                continue
+            reason = _parquet_damage(path, schema, ADDED_COLUMNS[table])
+            if reason:
+                damage.append((rel, reason))
+            elif table == "trials":
+                trial_files.append(path)
+    finished = None
+    for path in sorted((root / "resume").glob("*.json")) if (root / "resume").is_dir() else []:
+        rel = str(path.relative_to(root))
+        try:
+            pointer = json.loads(path.read_bytes().decode("utf-8"))
+            uri = pointer["checkpoint"]
+            if not isinstance(uri, str) or not uri:
+                raise TypeError
+        except (ValueError, KeyError, TypeError, OSError):
+            damage.append((rel, "is an unreadable resume pointer (not JSON naming a checkpoint)"))
+            continue
+        local = uri.removeprefix("file://")
+        if "://" in local or path.stem.startswith("tune-"):
+            continue  # remote storage is not probed here; tuning trials never resume from a pointer
+        if finished is None:
+            finished = {row["trial_id"] for p in trial_files
+                        for row in pq.read_table(p, columns=["trial_id", "status"]).to_pylist()
+                        if row["status"] in FINISHED}
+        members = pointer.get("members") or [path.stem]  # a seed-stacked trial points for all its seeds
+        if not set(members) <= finished and not Path(local).exists():
+            shown = os.path.relpath(local, root) if Path(local).is_relative_to(root.resolve()) else local
+            damage.append((rel, f"points at checkpoint {shown}, which no longer exists"))
+    return damage
+
+
+def _parquet_damage(path: Path, schema: pa.Schema, added: set[str]) -> str | None:
+    """Why ``path`` cannot serve as a file of the table with ``schema``, or None."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(max(size - 4, 0))
+            tail = f.read(4)
+    except OSError as e:
+        return f"is unreadable ({e.strerror})"
+    if size == 0:
+        return "is unreadable (zero-byte file)"
+    if head != b"PAR1":
+        return "is unreadable (not a Parquet file)"
+    if tail != b"PAR1":
+        return "is unreadable (truncated Parquet file)"
+    try:
+        found = pq.read_schema(path)
+    except Exception as e:  # pyarrow raises several types for a bad footer
+        return f"is unreadable (corrupt Parquet footer: {type(e).__name__})"
+    missing = [n for n in schema.names if n not in found.names and n not in added]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        return f"has another schema (no column {shown})"
+    wrong = [f.name for f in schema if f.name in found.names
+             and found.field(f.name).type not in (f.type, pa.null())]
+    if wrong:
+        return f"has another schema (column {wrong[0]} is {found.field(wrong[0]).type}, not {schema.field(wrong[0]).type})"
+    return None
+
 
 def verify(root: str | os.PathLike) -> tuple[list[str], dict]:
     """Check a store's integrity: schema, one row per trial × epoch with no gaps, no orphaned partial files.
@@ -343,21 +445,10 @@ def verify(root: str | os.PathLike) -> tuple[list[str], dict]:
     root = Path(root)
     problems: list[str] = []
     try:
-        store = ResultsStore.open(root, create=False)
+        store = ResultsStore.check(root, must_exist=True, damage=False)
     except UserError as e:
         return [str(e)], {}
-    for table, schema in TABLES.items():
-        for path in sorted((root / table).glob("*.parquet")):
-            if path.name.startswith(TMP_PREFIX):
-                continue
-            try:
-                found = pq.read_schema(path)
-            except Exception as e:  # unreadable Parquet: name the file and move on
-                problems.append(f"{path}: unreadable ({type(e).__name__})")
-                continue
-            missing = [n for n in schema.names if n not in found.names]
-            if missing:
-                problems.append(f"{path}: missing columns {', '.join(missing)}")
+    problems += [f"{root / path}: {reason}" for path, reason in find_damage(root)]
     orphans = sorted(p for p in root.rglob(f"{TMP_PREFIX}*") if "ray" not in p.relative_to(root).parts)
     problems += [f"{p}: orphaned partial file (a write was interrupted; safe to delete)" for p in orphans]
     if problems:

@@ -71,7 +71,7 @@ def open_study(space: SearchSpace, architecture: str, dataset: str, storage_url:
     study = optuna.create_study(study_name=study_name(space, architecture, dataset), storage=storage,
                                 direction="maximize", load_if_exists=True)
     for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
-        storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
     return study, storage
 
 

@@ -2,17 +2,14 @@
 
 import pytest
 
+from conftest import space_yaml
 from harness.cli import main
 from harness.store import ResultsStore, verify
 from wandb_offline import read_runs
 
-SPACE = """
-name: wandb-e2e
-architectures: [convnet, stnet]
-training: {epochs: 2, lr: 0.05, momentum: 0.5, seeds: 1, val_size: 200, train_limit: 300, test_limit: 200}
-datasets: {mnist: {}}
-wandb: {mode: offline, project: stbench-tests, init_timeout_s: 5}
-"""
+SPACE = space_yaml(name="wandb-e2e", architectures=["convnet", "stnet"],
+                   training={"val_size": 200, "train_limit": 300, "test_limit": 200},
+                   wandb={"mode": "offline", "project": "stbench-tests", "init_timeout_s": 5})
 
 
 @pytest.fixture()
