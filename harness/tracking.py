@@ -22,7 +22,6 @@ from ray import tune
 from .trial import Stage, Trial
 
 DEFAULT_PROJECT = "stbench"
-MODES = ("offline", "online", "disabled")
 
 
 @dataclass(frozen=True)

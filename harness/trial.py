@@ -34,7 +34,6 @@ class Status(str, Enum):
 
 
 FINISHED = (Status.COMPLETE.value, Status.DIVERGED.value, Status.STOPPED.value)
-STATUSES = tuple(s.value for s in Status)
 
 
 class Stage(str, Enum):
