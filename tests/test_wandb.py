@@ -31,12 +31,13 @@ def test_offline_runs_one_per_trial_with_config_tags_and_history(ray_local, spac
     assert len(runs) == len(trials) == 2
     for run in runs:
         trial = run.config["trial"]
-        row = trials.loc[trial["trial_id"]]
+        (trial_id,) = trial["ids"].values()  # one seed per trial here: its store id
+        row = trials.loc[trial_id]
         assert run.run.project == "stbench-tests" and run.run.run_group == run_id and run.run.job_type == "benchmark"
         assert set(run.run.tags) == {row.architecture, row.dataset, f"seed={row.seed}"}
         assert run.run.display_name == f"{row.architecture}-{row.dataset}-s{row.seed}"
         assert trial["training"]["lr"] == 0.05 and trial["architecture"] == row.architecture
-        stored = epochs[epochs.trial_id == trial["trial_id"]].set_index("epoch")
+        stored = epochs[epochs.trial_id == trial_id].set_index("epoch")
         logged = {h["epoch"]: h for h in run.history if "epoch" in h}
         assert sorted(logged) == sorted(stored.index) == [1, 2]
         for epoch, h in logged.items():
