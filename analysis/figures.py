@@ -215,13 +215,16 @@ def gap_bars(gaps: pd.DataFrame, baseline: str = BASELINE, confidence: float = s
                 x = _bars(ax, archs, d[measure] * scale, d[f"{measure}_low"] * scale, d[f"{measure}_high"] * scale,
                           [colours[a] for a in archs], offset=(k - 0.5) * 0.4, width=0.4, hatch=hatch,
                           label="best-validation epoch" if at == "best" else "last epoch")
+                for xi, values in zip(x, d.get(f"{measure}_values", pd.Series(index=archs, dtype=object))):
+                    seeds = [float(v) * scale for v in str(values).split()] if isinstance(values, str) else []
+                    ax.plot([xi] * len(seeds), seeds, "o", color="black", markersize=3, zorder=3)
             ax.axhline(0, color="black", lw=0.8)
             ax.set_xticks(np.arange(len(archs)), archs, rotation=20)
             ax.set_ylabel(label)
             ax.set_title(f"{dataset}: {label}")
     handles = [plt.Rectangle((0, 0), 1, 1, fc="white", ec="black"), plt.Rectangle((0, 0), 1, 1, fc="white", ec="black", hatch="//")]
     fig.legend(handles, ["best-validation epoch", "last epoch"], loc="outside lower center", ncols=2, frameon=False)
-    fig.suptitle(f"Overfitting gap, mean over seeds ({confidence * 100:g} % t-interval where the seeds differ)")
+    fig.suptitle(f"Overfitting gap: mean over seeds, dots = seeds ({confidence * 100:g} % t-interval where they differ)")
     return fig
 
 

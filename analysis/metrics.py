@@ -229,14 +229,18 @@ def gap_table(summary: pd.DataFrame, confidence: float = stats.CONFIDENCE, basel
         for at in ("best", "last"):
             kind = "eval" if group[f"{at}_train_eval_acc"].notna().all() else "running"
             train = "train_eval" if kind == "eval" else "train"
-            acc = stats.t_interval(group[f"{at}_{train}_acc"] - group[f"{at}_val_acc"], confidence)
-            loss = stats.t_interval(group[f"{at}_val_loss"] - group[f"{at}_{train}_loss"], confidence)
+            acc_gaps = group[f"{at}_{train}_acc"] - group[f"{at}_val_acc"]
+            loss_gaps = group[f"{at}_val_loss"] - group[f"{at}_{train}_loss"]
+            acc, loss = stats.t_interval(acc_gaps, confidence), stats.t_interval(loss_gaps, confidence)
             rows.append({"dataset": dataset, "architecture": arch, "at": at, "train_metric": kind, "trials": acc.n,
                          "acc_gap": acc.estimate, "acc_gap_low": acc.low, "acc_gap_high": acc.high,
                          "acc_gap_note": acc.note, "loss_gap": loss.estimate, "loss_gap_low": loss.low,
-                         "loss_gap_high": loss.high, "loss_gap_note": loss.note})
+                         "loss_gap_high": loss.high, "loss_gap_note": loss.note,
+                         "acc_gap_values": " ".join(f"{v:.6g}" for v in acc_gaps.dropna()),
+                         "loss_gap_values": " ".join(f"{v:.6g}" for v in loss_gaps.dropna())})
     columns = ["dataset", "architecture", "at", "train_metric", "trials", "acc_gap", "acc_gap_low", "acc_gap_high",
-               "acc_gap_note", "loss_gap", "loss_gap_low", "loss_gap_high", "loss_gap_note"]
+               "acc_gap_note", "loss_gap", "loss_gap_low", "loss_gap_high", "loss_gap_note",
+               "acc_gap_values", "loss_gap_values"]
     return order_rows(pd.DataFrame(rows, columns=columns), baseline, extra=("at",))
 
 

@@ -338,7 +338,7 @@ def kaplan_meier(times, reached, confidence: float = CONFIDENCE) -> TimeToEvent:
         return TimeToEvent(NAN, NAN, NAN, 0, 0, empty)
     smallest = min_seeds_for_median(confidence)
     too_few = n < smallest
-    note = f"{n} trials: an interval for a median needs ≥ {smallest} at {confidence:.0%}" if too_few else ""
+    note = f"{n} trials: an interval for a median needs ≥ {smallest} at {confidence * 100:g} %" if too_few else ""
     if not r.any():
         flat = (np.array([0.0, t.max()]), np.zeros(2), np.zeros(2), np.zeros(2))
         return TimeToEvent(math.inf, NAN if too_few else float(t.max()), NAN if too_few else math.inf, n, 0, flat, note)

@@ -40,6 +40,16 @@ def _rows(frame: pd.DataFrame, **where) -> pd.DataFrame:
     return frame[mask]
 
 
+def _epochs(c) -> str:
+    """``2 (2/2 reached 95 %; too few trials for an interval)``, or how far the trials were followed."""
+    reached = f"{c.reached}/{c.trials} reached {c.target * 100:g} %"
+    if c.reached == 0 or not _finite(c.median):
+        return f"not reached by half ({reached} within {fmt.num(c.observed, 0)} epochs)"
+    if _finite(c.low) or _finite(c.high):
+        return f"{fmt.interval(c.median, c.low, c.high, 0)} ({reached})"
+    return f"{fmt.num(c.median, 0)} ({reached}; {c.note.split(': ')[-1] if c.note else 'no interval'})"
+
+
 def headline(tables: dict[str, pd.DataFrame], baseline: str, confidence: float) -> pd.DataFrame:
     """One row per dataset × architecture (baseline first): the four answers, each with interval and n."""
     acc, paired, conv = tables["accuracy"], tables["paired"], tables["convergence"]
@@ -51,7 +61,7 @@ def headline(tables: dict[str, pd.DataFrame], baseline: str, confidence: float) 
                                                                         if r.diverged + r.error else "")}
         if a == baseline:
             row["test accuracy"] = fmt.interval(r.mean, max(r.mean_low, 0.0), min(r.mean_high, 1.0), 2, 100,
-                                                note=r.mean_note) + " %"
+                                                note=r.mean_note) + " % (mean)"
             row[f"P(seed beats {baseline})"] = fmt.DASH
         else:
             p = _rows(paired, dataset=d, architecture=a, metric="test_acc")
@@ -63,9 +73,8 @@ def headline(tables: dict[str, pd.DataFrame], baseline: str, confidence: float) 
                 row["test accuracy"] = (fmt.interval(p.difference, p.low, p.high, 2, 100, True, p.note)
                                         + f" pp vs {baseline} (n = {p.pairs} pairs)")
                 row[f"P(seed beats {baseline})"] = fmt.interval(p.prob, p.prob_low, p.prob_high, 2, note=p.prob_note)
-        c = _rows(conv, dataset=d, architecture=a, clock="epochs")
-        row["epochs to target"] = (f"{fmt.median_time(c.iloc[0], 0)} (to {c.iloc[0].target * 100:g} %, "
-                                   f"{c.iloc[0].reached}/{c.iloc[0].trials} reached)") if len(c) else "no target"
+        c = next(_rows(conv, dataset=d, architecture=a, clock="epochs").itertuples(), None)
+        row["median epochs to target"] = _epochs(c) if c is not None else "no target"
         g = _rows(gaps, dataset=d, architecture=a, at="best")
         row["overfitting gap (train − val acc., best epoch)"] = (
             fmt.interval(g.iloc[0].acc_gap, g.iloc[0].acc_gap_low, g.iloc[0].acc_gap_high, 2, 100, True,
