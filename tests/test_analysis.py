@@ -367,13 +367,28 @@ def test_the_report_uses_the_data_directory_the_run_recorded(trained_store, mnis
     Synth(root).run(SPACE, run_id="r-data", data_dir=str(mnist_root))  # provenance_json key, as older runs wrote it
     a, _ = build(root, tmp_path / "out")  # no --data-dir
     assert a.data_dir.endswith("(recorded by the run)")
-    assert {"confusion_mnist.png", "transform_mnist_stnet.png"} <= {p.name for p in (tmp_path / "out" / "figures").iterdir()}
+    names = {p.name for p in (tmp_path / "out" / "figures").iterdir()}
+    assert {"confusion_mnist.png", "transform_mnist_stnet.png", "misclassified_mnist_stnet.png"} <= names
+    assert len(names) >= 6
     # the runs table's own data_dir column (newer stores) comes first; the latest run that recorded one wins
     runs = pd.DataFrame({"started_at": [T0, T0 + timedelta(1), T0 + timedelta(2)], "data_dir": [None, "/b", None],
                          "provenance_json": ['{"data_dir": "/a"}', "{}", "{}"]})
     assert recorded_data_dir(runs) == "/b"
     assert recorded_data_dir(runs.drop(columns="data_dir")) == "/a"
     assert recorded_data_dir(runs.iloc[[2]].drop(columns="data_dir")) is None
+
+
+def test_the_dataset_cache_the_run_recorded_is_used_while_the_weights_are_examined(tmp_path, monkeypatch):
+    from analysis.report import _recorded_cache_dir
+
+    monkeypatch.delenv("STBENCH_CACHE_DIR", raising=False)
+    runs = pd.DataFrame({"started_at": [T0], "provenance_json": [json.dumps({"cache_dir": str(tmp_path)})]})
+    with _recorded_cache_dir(runs):
+        assert os.environ["STBENCH_CACHE_DIR"] == str(tmp_path)
+    assert "STBENCH_CACHE_DIR" not in os.environ
+    monkeypatch.setenv("STBENCH_CACHE_DIR", "/mine")  # the user's own setting wins
+    with _recorded_cache_dir(runs):
+        assert os.environ["STBENCH_CACHE_DIR"] == "/mine"
 
 
 def test_pending_trials_come_from_the_planned_ids_the_run_recorded():
