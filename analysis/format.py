@@ -134,7 +134,8 @@ def paired(table: pd.DataFrame, confidence: float = 0.95, alpha: float = 0.05) -
         f"P(seed beats baseline) [{c} CI]": [interval(r.prob, r.prob_low, r.prob_high, 2, note=r.prob_note)
                                             for r in table.itertuples()],
         "p (paired t)": [num(p, 3) for p in table["p"]], "p (Holm)": [num(p, 3) for p in table["p_holm"]],
-        f"significant (α = {alpha:g})": ["yes" if s else "no" for s in table["significant"]],
+        f"significant (α = {alpha:g})": ["yes" if s else "no" if _finite(p) else "no test"
+                                        for s, p in zip(table["significant"], table["p"])],
         f"seeds to detect {effect}": [num(n, 0) for n in table["needed"]],
     })
 

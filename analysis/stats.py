@@ -275,9 +275,12 @@ def seeds_needed(sd: float, difference: float, alpha: float = 0.05, power: float
     beyond ``most``."""
     if not (np.isfinite(sd) and sd > 0 and difference != 0):
         return NAN
-    n = np.arange(2, most + 1)
-    ok = np.flatnonzero(paired_power(n, abs(difference) / sd, alpha) >= power)
-    return float(n[ok[0]]) if len(ok) else math.inf
+    for start, stop in ((2, 200), (200, most + 1)):  # power rises with n: the usual answer is in the first block
+        n = np.arange(start, stop)
+        ok = np.flatnonzero(paired_power(n, abs(difference) / sd, alpha) >= power)
+        if len(ok):
+            return float(n[ok[0]])
+    return math.inf
 
 
 # -- time to an event (Kaplan–Meier) ------------------------------------------------------------
