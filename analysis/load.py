@@ -131,8 +131,9 @@ def _latest_space_yaml(runs: pd.DataFrame) -> dict[str, str]:
     return {row.space: row.space_yaml for row in latest.itertuples() if isinstance(row.space_yaml, str)}
 
 
-def _planned_ids(runs: pd.DataFrame) -> dict[str, list[str]]:
-    """Space name → the trial ids its latest run planned (``planned_json``), for stores that record it."""
+def _planned_ids(runs: pd.DataFrame) -> dict[str, list]:
+    """Space name → what its latest run planned (``planned_json``: one entry per seed, a dict with
+    ``trial_id`` and the cell, or a bare id), for stores that record it."""
     if runs.empty or "planned_json" not in runs:
         return {}
     out = {}
@@ -142,7 +143,7 @@ def _planned_ids(runs: pd.DataFrame) -> dict[str, list[str]]:
         except ValueError:
             ids = None
         if isinstance(ids, list):
-            out[row.space] = [str(i) for i in ids]
+            out[row.space] = [i if isinstance(i, dict) else {"trial_id": str(i)} for i in ids]
     return out
 
 
@@ -152,11 +153,11 @@ def _expand(name: str, text: str) -> list[dict]:
 
     rows = []
     for t in parse_space(text, source=f"search space {name!r}").trials():
-        if hasattr(t, "ids"):  # a typed Trial (possibly K seeds stacked): one row per seed
+        if isinstance(t, dict):  # stores from before the typed Trial
+            rows.append(t)
+        else:  # a typed Trial, possibly K seeds stacked: one row per seed
             rows += [{"architecture": t.architecture, "dataset": t.dataset, "seed": s, "trial_id": i}
                      for s, i in t.ids.items()]
-        else:
-            rows.append(t)
     return rows
 
 
@@ -167,8 +168,9 @@ def _expected_trials(spaces: dict[str, str], notes: list[str], runs: pd.DataFram
     planned = _planned_ids(runs if runs is not None else pd.DataFrame())
     rows = []
     for name in sorted(set(spaces) | set(planned)):
-        try:
-            expanded = _expand(name, spaces[name]) if name in spaces else []
+        complete = name in planned and all(all(k in e for k in KEY) for e in planned[name])
+        try:  # the YAML is only needed where the run did not record each planned seed's cell
+            expanded = _expand(name, spaces[name]) if name in spaces and not complete else []
         except UserError as e:
             expanded = []
             if name not in planned:
@@ -177,10 +179,11 @@ def _expected_trials(spaces: dict[str, str], notes: list[str], runs: pd.DataFram
                 continue
         if name in planned:
             cells = {t["trial_id"]: t for t in expanded}
-            unknown = [i for i in planned[name] if i not in cells]
-            rows += [{"space": name, "trial_id": i, **{k: cells[i][k] for k in KEY}, "by_id": True}
-                     for i in planned[name] if i in cells]
-            rows += [{"space": name, "trial_id": i, "by_id": True, "unknown_cell": True} for i in unknown]
+            for entry in planned[name]:
+                i = str(entry["trial_id"])
+                cell = entry if all(k in entry for k in KEY) else cells.get(i)
+                rows.append({"space": name, "trial_id": i, "by_id": True, **{k: cell[k] for k in KEY}} if cell
+                            else {"space": name, "trial_id": i, "by_id": True, "unknown_cell": True})
         else:
             rows += [{"space": name, "trial_id": t["trial_id"], **{k: t[k] for k in KEY}, "by_id": False}
                      for t in expanded]

@@ -7,7 +7,11 @@ Layout (``SCHEMA_VERSION`` in ``store.json``)::
     trials/<trial_id>.parquet   one row per finished trial (complete, diverged or error)
     runs/<run_id>.parquet       one row per benchmark invocation: search space, provenance
     checkpoints/<trial_id>.pt   the best-validation weights of each finished trial
-    resume/<trial_id>.json      where the trial's latest Ray Tune checkpoint is, for a rerun to resume from
+    resume/<trial_key>.json     where the trial's latest Ray Tune checkpoint is, for a rerun to resume from
+    ray/                        Ray Tune's experiment directories (unless --storage-path points elsewhere)
+    optuna/studies.db           the tuning stage's Optuna studies (SQLite)
+    wandb/                      W&B's run files (offline runs: wandb/wandb/offline-run-*)
+    .lock                       held by the one driver writing here
 
 One file per trial keeps writes small and makes duplicates impossible by
 construction: a trial's epoch file is only ever replaced by a superset of itself
@@ -21,7 +25,6 @@ second driver out while one is writing.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import uuid
@@ -35,10 +38,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .errors import UserError
+from .trial import FINISHED
 
 SCHEMA_VERSION = 1
 TMP_PREFIX = ".tmp-"
-FINISHED = ("complete", "diverged", "stopped")  # a rerun skips these; "error" is retried on request
 
 _ID = [("trial_id", pa.string()), ("run_id", pa.string()), ("architecture", pa.string()),
        ("dataset", pa.string()), ("seed", pa.int64())]
@@ -65,6 +68,7 @@ TRIALS = pa.schema(_ID + [
     ("num_params", pa.int64()), ("restarts", pa.int64()),
     ("train_time_s", pa.float64()), ("eval_time_s", pa.float64()),
     ("config_json", pa.string()),
+    ("stack", pa.int64()),  # seeds trained together in one vmapped model (1: alone); a fast-path setting
     ("hostname", pa.string()), ("node_ip", pa.string()), ("node_id", pa.string()),
     ("device", pa.string()), ("cpu_model", pa.string()), ("gpu_model", pa.string()),
     ("git_commit", pa.string()), ("git_dirty", pa.bool_()),
@@ -77,11 +81,15 @@ RUNS = pa.schema([
     ("run_id", pa.string()), ("space", pa.string()), ("space_yaml", pa.string()),
     ("command", pa.string()), ("address", pa.string()),
     ("trials_total", pa.int64()), ("trials_skipped", pa.int64()),
+    ("planned_json", pa.string()),  # [{trial_id, architecture, dataset, seed}] every seed this invocation planned
+    ("overrides_json", pa.string()),  # the --set KEY=VALUE overrides applied to the space
+    ("data_dir", pa.string()),  # the data directory the run read (absolute), for the report's figures
     ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
     ("provenance_json", pa.string()),
 ])
 
 TABLES = {"epochs": EPOCHS, "trials": TRIALS, "runs": RUNS}
+OTHER_ENTRIES = ("checkpoints", "resume", "ray", "optuna", "wandb", ".lock")
 
 
 def now() -> datetime:
@@ -120,7 +128,7 @@ class ResultsStore:
                 )
         elif must_exist:
             raise UserError(f"{root} is not a results store (no store.json); run the benchmark first or pass the right directory")
-        elif root.exists() and any(p.name not in (*TABLES, "checkpoints", "resume", "ray") for p in root.iterdir()):
+        elif root.exists() and any(p.name not in (*TABLES, *OTHER_ENTRIES) for p in root.iterdir()):
             raise UserError(f"--results-dir: {root} is a non-empty directory that is not a results store; "
                             "pass a new or empty directory, or an existing store")
         parent = next((p for p in (root, *root.parents) if p.exists()), None)
@@ -141,6 +149,22 @@ class ResultsStore:
                     {"schema_version": SCHEMA_VERSION, "created_at": now().isoformat()}, indent=2).encode())
         except OSError as e:
             raise UserError(f"--results-dir: {root} is not writable ({e.strerror}); choose a directory you can write to") from None
+
+    # -- every path under the results directory comes from here -------------------------------
+    @property
+    def ray_dir(self) -> Path:
+        """Ray Tune's default storage (absolute: trials may run in other working directories)."""
+        return self.root.resolve() / "ray"
+
+    @property
+    def wandb_dir(self) -> Path:
+        return self.root.resolve() / "wandb"
+
+    def optuna_url(self) -> str:
+        """The SQLite storage of the tuning stage's Optuna studies (created on first use)."""
+        path = self.root.resolve() / "optuna" / "studies.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
 
     def lock(self) -> "StoreLock":
         """Exclusive writer lock for a benchmark run; released by the kernel if the process dies."""
@@ -246,28 +270,26 @@ def _atomic(target: Path, fault_point: bool = False):
 
 
 class StoreLock:
+    """An exclusive, non-blocking writer lock (``filelock``: portable; released by the OS if the process dies)."""
+
     def __init__(self, path: Path):
+        from filelock import FileLock
+
         self.path = path
-        self._fd: int | None = None
+        self._lock = FileLock(str(path), timeout=0)
 
     def __enter__(self) -> "StoreLock":
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        from filelock import Timeout
+
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "another process"
-            os.close(self._fd)
-            raise UserError(f"--results-dir: {self.path.parent} is being written by another benchmark ({holder}); "
+            self._lock.acquire()
+        except Timeout:
+            raise UserError(f"--results-dir: {self.path.parent} is being written by another benchmark; "
                             "wait for it or use another --results-dir") from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"pid {os.getpid()}".encode(), 0)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        self._lock.release()
 
 
 _writes = 0

@@ -231,7 +231,7 @@ def test_one_search_space_or_all_of_them(synth):
     space_b = SPACE.replace("name: synth", "name: other").replace("seeds: 3", "seeds: 1").replace("epochs: 3", "epochs: 2")
     synth.run(SPACE, space="synth", run_id="r1")
     synth.run(space_b, space="other", run_id="r2")
-    ids_b = {t["architecture"]: t["trial_id"] for t in parse_space(space_b).trials()}
+    ids_b = {t.architecture: t.trial_id for t in parse_space(space_b).trials()}
     synth.trial("convnet", 0, [0.9])
     synth.trial("stnet", 0, [0.9], trial_id=ids_b["stnet"], space="other")
     pooled = load(synth.root)
@@ -270,7 +270,7 @@ datasets: {mnist: {}}
 
 def test_a_partially_finished_store_still_reports_what_is_there(synth, tmp_path):
     synth.run(SPACE)
-    expected = {(t["architecture"], t["seed"]): t["trial_id"] for t in parse_space(SPACE).trials()}
+    expected = {(t.architecture, t.seed): t.trial_id for t in parse_space(SPACE).trials()}
     synth.trial("convnet", 0, [0.95, 0.97, 0.985], trial_id=expected["convnet", 0])
     synth.trial("convnet", 1, [0.96, 0.98, 0.99], trial_id=expected["convnet", 1])
     synth.trial("stnet", 0, [0.9, float("nan")], status="diverged", trial_id=expected["stnet", 0])
@@ -320,17 +320,18 @@ def trained_store(tmp_path_factory, mnist_root):
 
     root = tmp_path_factory.mktemp("trained") / "store"
     synth = Synth(root)
-    trial = {"architecture": "stnet", "dataset": "mnist", "seed": 0, "model_options": {}, "trial_id": "real-stnet",
-             "training": {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.5,
-                          "weight_decay": 0.0, "loc_lr": None, "loc_lr_mult": None, "val_size": 100, "split_seed": 0,
-                          "train_limit": 256, "test_limit": 200}}
+    from harness.space import Training
+    from harness.trial import Trial
+
+    training = Training(epochs=1, lr=0.05, momentum=0.5, val_size=100, train_limit=256, test_limit=200)
+    trial = Trial(architecture="stnet", dataset="mnist", seeds=(0,), training=training.model_dump(exclude={"seeds"}))
     trainer = Trainer(trial, load_splits(trial, mnist_root))
     metrics_ = list(trainer.run())[-1]
     synth.trial("stnet", 0, [metrics_["val_acc"]], test_acc=metrics_["test_acc"], trial_id="real-stnet")
     buf = io.BytesIO()
     state = trainer.state_dict()
     torch.save({"state_dict": state["best_state"], "best_epoch": state["best_epoch"], "model_spec": state["model_spec"],
-                "trial": trial}, buf)
+                "trial": trial.record()}, buf)
     synth.store.put_checkpoint("real-stnet", buf.getvalue())
     synth.trial("convnet", 0, [0.5])  # complete, but its checkpoint is missing
     return root, metrics_["test_acc"]
@@ -393,15 +394,21 @@ def test_the_dataset_cache_the_run_recorded_is_used_while_the_weights_are_examin
 
 def test_pending_trials_come_from_the_planned_ids_the_run_recorded():
     expected = parse_space(SPACE).trials()
-    planned = [t["trial_id"] for t in expected[:2]] + ["from-a-newer-schema"]
+    # each planned seed with its cell, as runs record it; the YAML (which may no longer parse) is not needed
+    planned = [{"trial_id": t.trial_id, "architecture": t.architecture, "dataset": t.dataset, "seed": t.seed}
+               for t in expected[:2]] + [{"trial_id": "x1", "architecture": "stnet", "dataset": "mnist", "seed": 7}]
     runs = pd.DataFrame({"space": ["synth"], "started_at": [T0], "planned_json": [json.dumps(planned)]})
-    table = _expected_trials({"synth": SPACE}, notes := [], runs)
+    table = _expected_trials({"synth": "name: synth\nnot_a_key: 1\n"}, notes := [], runs)
+    assert table.trial_id.tolist() == [p["trial_id"] for p in planned] and table.by_id.all() and not notes
+    assert table.set_index("trial_id").loc["x1", ["architecture", "seed"]].tolist() == ["stnet", 7]
+    # bare ids: placed through the YAML where it still expands to them, else counted as unknown cells
+    bare = [t.trial_id for t in expected[:2]] + ["from-a-newer-schema"]
+    runs = runs.assign(planned_json=[json.dumps(bare)])
+    table = _expected_trials({"synth": SPACE}, [], runs)
     known = table[table["unknown_cell"] != True]  # noqa: E712
-    assert list(known.trial_id) == planned[:2] and known.by_id.all()
+    assert list(known.trial_id) == bare[:2] and known.by_id.all()
     assert table[table["unknown_cell"] == True].trial_id.tolist() == ["from-a-newer-schema"]  # noqa: E712
-    # a space whose YAML no longer parses still yields its planned ids; without planned_json, the YAML is used
-    broken = _expected_trials({"synth": "name: synth\nnot_a_key: 1\n"}, notes := [], runs)
-    assert len(broken) == 3 and not notes
+    # stores without planned_json: the YAML expanded with today's schema
     assert len(_expected_trials({"synth": SPACE}, [], None)) == len(expected)
 
 
@@ -462,7 +469,7 @@ def test_notebook_executes_on_a_synthetic_store(synth, tmp_path, monkeypatch):
 
 # -- end to end ----------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_report_after_a_real_benchmark(ray_local, mnist_root, tmp_path):
+def test_report_after_a_real_benchmark(ray_local, mnist_root, tmp_path, monkeypatch):
     from harness.cli import main as benchmark
 
     results, out = tmp_path / "results", tmp_path / "report"
@@ -472,3 +479,8 @@ def test_report_after_a_real_benchmark(ray_local, mnist_root, tmp_path):
     assert "tiny" in html and "transform_mnist_stnet" in html
     accuracy = pd.read_csv(out / "tables" / "accuracy.csv")
     assert set(accuracy.architecture) == {"convnet", "stnet"} and accuracy.seeds.tolist() == [1, 1]
+    # without --data-dir: the directory the run recorded, so the weights' figures are there by default
+    monkeypatch.delenv("STBENCH_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--results-dir", str(results), "--out", str(tmp_path / "default")]) == 0
+    assert "transform_mnist_stnet" in (tmp_path / "default" / "report.html").read_text()
