@@ -185,6 +185,8 @@ class SearchSpace(BaseModel):
     max_failures: int = Field(2, ge=0)
     wandb: Wandb = Wandb()
     tune: Optional[Tuning] = None
+    # convergence targets (validation accuracy) for the report, over each dataset's own convergence_target
+    targets: dict[DatasetName, Annotated[float, Field(gt=0, le=1)]] = {}  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _tunable_architectures(self):

@@ -60,6 +60,11 @@ def split_mask(split: str, points: torch.Tensor) -> torch.Tensor:
 class NotSoClevr:
     name: str
     split: str  # "uniform" or "quadrant"
+    convergence_target: float | None = None
+    """Validation accuracy at which the report stops the convergence clock: one every architecture reaches well
+    before its ceiling under the dataset's reference protocol, so it measures speed, not the final accuracy.
+    Here exact-pixel accuracy on validation centres drawn like the training ones: paper_coordconv_small
+    reached 87 % (convnet) and 82 % (coordconv)."""
     task = TASK
     target_dim = 2
 
@@ -87,5 +92,5 @@ class NotSoClevr:
         )
 
 
-CLEVR_UNIFORM = NotSoClevr("clevr_uniform", "uniform")
-CLEVR_QUADRANT = NotSoClevr("clevr_quadrant", "quadrant")
+CLEVR_UNIFORM = NotSoClevr("clevr_uniform", "uniform", convergence_target=0.80)
+CLEVR_QUADRANT = NotSoClevr("clevr_quadrant", "quadrant", convergence_target=0.80)

@@ -60,6 +60,11 @@ class CUB:
     bbox_crop: bool = False
     image_size: int = 224
     num_workers: int | None = None  # None: min(8, the CPUs this process may use)
+    convergence_target: float | None = None
+    """Validation accuracy at which the report stops the convergence clock: one every architecture reaches well
+    before its ceiling under the dataset's reference protocol, so it measures speed, not the final accuracy.
+    CUB (200 classes): from-scratch ResNeXt-50 runs end near 55–65 %, ImageNet-pretrained near 85 %, and
+    cropping to the box adds points; not measured here."""
 
     def root(self, data_dir: Path) -> Path:
         return Path(data_dir) / FOLDER
@@ -120,5 +125,5 @@ class CUB:
         )
 
 
-CUB200 = CUB("cub200")
-CUB200_BBOX = CUB("cub200_bbox", bbox_crop=True)
+CUB200 = CUB("cub200", convergence_target=0.50)
+CUB200_BBOX = CUB("cub200_bbox", bbox_crop=True, convergence_target=0.60)

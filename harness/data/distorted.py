@@ -169,6 +169,9 @@ class DistortedMNIST:
     name: str
     kind: str
     source: IDXImageDataset = MNIST
+    convergence_target: float | None = None
+    """Validation accuracy at which the report stops the convergence clock: one every architecture reaches well
+    before its ceiling under the dataset's reference protocol, so it measures speed, not the final accuracy."""
 
     def _cache_file(self, data_dir: Path) -> Path:
         n_train, n_test = self.source.split_sizes(data_dir)
@@ -234,7 +237,7 @@ class DistortedMNIST:
         )
 
 
-MNIST_R = DistortedMNIST("mnist_r", "r")
-MNIST_RTS = DistortedMNIST("mnist_rts", "rts")
-MNIST_P = DistortedMNIST("mnist_p", "p")
-MNIST_E = DistortedMNIST("mnist_e", "e")
+MNIST_R = DistortedMNIST("mnist_r", "r", convergence_target=0.95)  # STN paper's CNN: 1.2 % error on R
+MNIST_RTS = DistortedMNIST("mnist_rts", "rts", convergence_target=0.90)  # paper: 0.8 % error; 10k images: 80 %
+MNIST_P = DistortedMNIST("mnist_p", "p", convergence_target=0.95)  # paper's CNN: 1.5 % error on P
+MNIST_E = DistortedMNIST("mnist_e", "e", convergence_target=0.95)  # paper's CNN: 1.4 % error on E
