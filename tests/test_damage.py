@@ -143,3 +143,36 @@ def test_an_unfinished_trial_with_a_remote_checkpoint_is_not_probed(tmp_path):
     store.put_resume(UNFINISHED, "s3://bucket/stbench/ckpt/checkpoint_000000", 1)
     assert json.loads((results / "resume" / f"{UNFINISHED}.json").read_text())["checkpoint"].startswith("s3://")
     assert find_damage(results) == []
+
+
+@pytest.mark.parametrize("case", ["many space problems", "no such space", "empty data dir", "malformed YAML",
+                                  "unreachable cluster"])
+def test_errors_are_one_short_first_line(case, tmp_path, mnist_root, capsys):
+    """The line after ``error:`` stays under 200 characters (not counting the user's own paths); what does
+    not fit (every problem of a space after the first) goes to the lines below it."""
+    space, data = tmp_path / "space.yaml", mnist_root
+    space.write_text(space_yaml())
+    extra = []
+    if case == "many space problems":
+        space.write_text(space_yaml(architectures=["foo", "bar"], training={"epoch": 3}, bogus=1))
+    elif case == "no such space":
+        space = "no-such-space"
+    elif case == "empty data dir":
+        data = tmp_path / "empty"
+    elif case == "malformed YAML":
+        space.write_text("name: [x\n")
+    elif case == "unreachable cluster":
+        extra = ["--address", "127.0.0.1:9"]
+    rc = main([*map(str, ["--space", space, "--results-dir", tmp_path / "r", "--data-dir", data, "--no-download"]),
+               *extra])
+    err = capsys.readouterr().err
+    first, *rest = err.splitlines()
+    assert rc == 2 and first.startswith("error: ") and "Traceback" not in err
+    assert len(first.replace(str(tmp_path), "")) < 200, first
+    assert bool(rest) == (case in ("many space problems", "no such space")), err
+    assert all(line.startswith("  ") for line in rest)
+    if case == "many space problems":
+        assert "(and 3 more problem(s), below)" in first
+    if case == "no such space":
+        assert "quick" in rest[0].split(", ")
+    assert not (tmp_path / "r").exists()
