@@ -11,6 +11,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 
@@ -292,5 +293,5 @@ def test_an_errored_trial_is_recorded_kept_on_rerun_and_retried_on_request(ray_l
     assert main(argv + ["--retry-errored"]) == 0
     trials = ResultsStore(results).trials().set_index("dataset")
     assert trials.status.to_dict() == {"mnist": "complete", "fashion_mnist": "complete"}
-    assert trials.loc["mnist", "trial_id"] == errored and trials.loc["mnist", "error"] is None
+    assert trials.loc["mnist", "trial_id"] == errored and pd.isna(trials.loc["mnist", "error"])
     assert verify(results)[0] == []
