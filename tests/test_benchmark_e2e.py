@@ -1,12 +1,9 @@
 """The researcher's path, for real: run_benchmark.py → Ray Tune → Parquet store."""
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
-from conftest import space_yaml
+from conftest import run_cli, space_yaml
 from harness.cli import main
 from harness.models import build_model
 from harness.store import TMP_PREFIX, ResultsStore
@@ -92,7 +89,8 @@ def test_bad_command_lines_fail_in_one_line_before_ray_starts(space_file, tmp_pa
 
 
 def test_help_explains_every_option():
-    out = subprocess.run([sys.executable, "run_benchmark.py", "--help"], capture_output=True, text=True,
-                         cwd=str(__import__("harness").space.REPO_ROOT), check=True).stdout
+    done = run_cli(["--help"], timeout=120)
+    assert done.rc == 0
+    out = done.stdout
     for option in ("--space", "--results-dir", "--data-dir", "--address", "--max-concurrent", "STBENCH_DATA_DIR"):
         assert option in out
