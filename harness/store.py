@@ -86,6 +86,7 @@ TABLES = {"epochs": EPOCHS, "trials": TRIALS, "runs": RUNS}
 # fills them with nulls), so they are not damage. A column added later goes here, or SCHEMA_VERSION goes up.
 ADDED_COLUMNS: dict[str, set[str]] = {"epochs": set(), "trials": set(), "runs": set()}
 VERIFY_HINT = "python -m harness.store verify"
+OPTUNA_FILE = "optuna/studies.db"  # = harness.tuning.STORAGE_FILE (not imported: tuning pulls in torch)
 
 
 def now() -> datetime:
@@ -335,7 +336,8 @@ def find_damage(root: str | os.PathLike) -> list[tuple[str, str]]:
     in a table folder (the table reader would try to parse it); a resume pointer that is not JSON
     naming a checkpoint; a pointer of an unfinished trial to a local checkpoint that no longer exists
     (a moved results directory or a wrong --storage-path: resuming is impossible, and restarting from
-    scratch would replace the epoch rows stored so far, so the user decides by moving the pointer aside).
+    scratch would replace the epoch rows stored so far, so the user decides by moving the pointer aside);
+    an Optuna study database that is not SQLite.
     """
     root = Path(root)
     damage: list[tuple[str, str]] = []
@@ -356,6 +358,9 @@ def find_damage(root: str | os.PathLike) -> list[tuple[str, str]]:
                 damage.append((rel, reason))
             elif table == "trials":
                 trial_files.append(path)
+    studies = root / OPTUNA_FILE
+    if studies.is_file() and studies.stat().st_size and studies.read_bytes()[:16] != b"SQLite format 3\x00":
+        damage.append((OPTUNA_FILE, "is not an SQLite database (the tuning stage's Optuna studies)"))
     finished = None
     for path in sorted((root / "resume").glob("*.json")) if (root / "resume").is_dir() else []:
         rel = str(path.relative_to(root))

@@ -68,6 +68,10 @@ def damage(case: str, results, space, data):
     if case == "stray file":
         (results / "epochs" / "notes.txt").write_text("my notes")
         return "epochs/notes.txt is not a Parquet file of this table (a stray file)"
+    if case == "Optuna studies not SQLite":
+        (results / "optuna").mkdir()
+        (results / "optuna" / "studies.db").write_bytes(b"\x00" * 100)
+        return "optuna/studies.db is not an SQLite database"
     if case == "corrupt store.json":
         (results / "store.json").write_text('{"schema_version": ')
         return "store.json is unreadable or corrupt"
@@ -82,7 +86,7 @@ def damage(case: str, results, space, data):
 
 SUBPROCESS = ("garbage space file", "truncated Parquet", "zero-byte Parquet", "unreadable resume pointer", "empty data dir")
 IN_PROCESS = ("space file of control characters", "empty space file", "not Parquet", "another table's file",
-              "another column type", "stray file", "corrupt store.json", "resume pointer to a lost checkpoint")
+              "another column type", "stray file", "corrupt store.json", "Optuna studies not SQLite", "resume pointer to a lost checkpoint")
 
 
 @pytest.mark.parametrize("case", SUBPROCESS + IN_PROCESS)
