@@ -18,6 +18,7 @@ from harness.train import Trainer, load_splits
 FAST = {"name": "t", "architectures": ["convnet", "stnet", "coordconv", "stcoordconv"],
         "training": {"seeds": None, "val_size": 200, "train_limit": 320, "test_limit": 200}}
 SPACE = space_yaml(FAST)
+pytestmark = pytest.mark.numerics
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
