@@ -427,7 +427,7 @@ def verify(root: str | os.PathLike) -> tuple[list[str], dict]:
         store = ResultsStore.check(root, must_exist=True, damage=False)
     except UserError as e:
         return [str(e)], {}
-    problems += [f"{root / path}: {reason}" for path, reason in find_damage(root)]
+    problems += [f"{root / path} {reason}" for path, reason in find_damage(root)]
     orphans = sorted(p for p in root.rglob(f"{TMP_PREFIX}*") if "ray" not in p.relative_to(root).parts)
     problems += [f"{p}: orphaned partial file (a write was interrupted; safe to delete)" for p in orphans]
     if problems:
