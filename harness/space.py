@@ -260,7 +260,8 @@ def resolve_space_path(space: str | Path | None) -> Path:
     if candidate.is_file():
         return candidate
     names = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
-    raise UserError(f"--space: no search space named {space!r}; allowed: a YAML path or one of {', '.join(names)}")
+    raise UserError(f"--space: no search space named {space!r}; allowed: a YAML path or one of the {len(names)} "
+                    f"shipped spaces below\n  {', '.join(names)}")  # the list grows: its own line
 
 
 def load_space(space: str | Path | None = None, overrides: list[str] | tuple = ()) -> tuple[SearchSpace, str]:
@@ -354,7 +355,9 @@ def format_errors(error: ValidationError, model: type[BaseModel], prefix: tuple 
         shown = "" if err["type"] == "missing" or isinstance(got, (dict, list)) else f" (got {got!r})"
         parts.append(f"{field}: {msg}{shown}" if field else f"{msg}{shown}")
     seen = list(dict.fromkeys(parts))  # a union reports each branch; keep each message once
-    return "; ".join(seen)
+    if len(seen) == 1 or len("; ".join(seen)) < 150:
+        return "; ".join(seen)
+    return f"{seen[0]} (and {len(seen) - 1} more problem(s), below)" + "".join(f"\n  {p}" for p in seen[1:])
 
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:

@@ -351,6 +351,18 @@ def test_checkpoint_figures_from_a_real_checkpoint(trained_store, mnist_root, tm
     assert {"confusion_mnist.png", "transform_mnist_stnet.png", "misclassified_mnist_stnet.png"} <= names
 
 
+def test_the_report_finds_the_data_through_the_environment(trained_store, mnist_root, tmp_path, monkeypatch):
+    from harness.data import DATA_DIR_ENV
+
+    root, _ = trained_store
+    monkeypatch.chdir(tmp_path)  # no ./datasets to fall back on
+    monkeypatch.setenv(DATA_DIR_ENV, str(mnist_root))
+    a = analyse(load(root))  # no data_dir: $STBENCH_DATA_DIR it is
+    assert len(a.inspection.confusions) == 1 and not any("checkpoint figures skipped" in n for n in a.notes)
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "no-data"))
+    assert any("checkpoint figures skipped" in n for n in analyse(load(root)).notes)
+
+
 def test_checkpoint_figures_are_skipped_with_a_note_without_data(trained_store, tmp_path):
     root, _ = trained_store
     a = analyse(load(root), data_dir=tmp_path / "no-data")

@@ -72,7 +72,7 @@ def test_reference_space_is_the_reference_protocol():
 
 
 def test_unknown_space_name_lists_the_shipped_ones():
-    with pytest.raises(UserError, match="allowed: a YAML path or one of .*quick.*reference"):
+    with pytest.raises(UserError, match="allowed: a YAML path or one of the [0-9]+ shipped spaces below\n  .*quick.*reference"):
         load_space("nope")
 
 
