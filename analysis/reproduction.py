@@ -159,6 +159,10 @@ class Section:
     figures: list[tuple[str, str, bytes]] = field(default_factory=list)  # (file stem, caption, PNG)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def full_lead(self) -> str:
+        return " ".join([self.lead, *(f"Note: {n}." for n in self.notes)])
+
 
 def comparison_table(epochs: pd.DataFrame, ref: pd.DataFrame, targets: dict[str, float] | None = None,
                      baseline: str = BASELINE) -> pd.DataFrame:

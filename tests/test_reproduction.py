@@ -203,3 +203,11 @@ def test_the_section_appears_only_for_study_protocol_trials(tmp_path):
     assert len(table) == 2 and (table.epoch == 3).all() and (table.ours_n == 2).all() and table.within.all()
     assert section.figures and section.figures[0][2][:4] == b"\x89PNG"
     assert any("partial run" in n for n in section.notes)
+    from analysis.report import build
+
+    _, paths = build(synth.root, tmp_path / "report", checkpoints=False)
+    summary = paths["markdown"].read_text()
+    assert "8. Reproduction of the reference study" in summary and "within the published spread" in summary
+    assert (tmp_path / "report" / "figures" / "study_curves.png").is_file()
+    assert (tmp_path / "report" / "tables" / "study_comparison.csv").is_file()
+    assert "Reproduction" in paths["html"].read_text()

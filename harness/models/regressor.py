@@ -39,6 +39,9 @@ class ConvRegressor(nn.Module):
             nn.Conv2d(channels, width, 1), nn.Conv2d(width, width, 1), nn.Conv2d(width, width, 1),
             nn.Conv2d(width, width, 3), nn.Conv2d(width, outputs, 3),
         )
+        for conv in self.body:  # the authors' initialisation (he_normal weights, zero biases)
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
         if coords:
             with torch.no_grad():
                 self.body[0].weight[:, in_shape[0]:] = 0  # coordinate channels start switched off
