@@ -113,7 +113,7 @@ def study_trial_ids(results) -> set[str]:
             trials = parse_space(text, source=name).trials()
         except UserError:
             continue
-        ids |= {t["trial_id"] for t in trials if t["training"].get("protocol") == "study"}
+        ids |= {i for t in trials if t.training.get("protocol") == "study" for i in t.ids.values()}
     return ids
 
 

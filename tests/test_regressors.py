@@ -11,6 +11,7 @@ from harness.data.clevr import centres, render_onehot
 from harness.models import build_model, count_parameters
 from harness.space import Training
 from harness.train import Trainer
+from harness.trial import Trial
 
 
 def test_onehot_input_is_one_at_the_centre_pixel_only():
@@ -51,8 +52,7 @@ def test_the_plain_regressor_cannot_see_where_the_object_is():
 
 def _train(arch, splits, epochs):
     training = Training(optimizer="adam", lr=0.01, epochs=epochs, batch_size=32, val_size=100).model_dump(exclude={"seeds"})
-    trainer = Trainer({"architecture": arch, "dataset": "clevr_quadrant_onehot", "seed": 0, "model_options": {},
-                       "training": training}, splits)
+    trainer = Trainer(Trial(architecture=arch, dataset="clevr_quadrant_onehot", seeds=(0,), training=training), splits)
     return list(trainer.run())[-1]
 
 

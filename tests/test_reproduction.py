@@ -14,8 +14,9 @@ from analysis import reproduction as R
 from harness.data import DATASETS
 from harness.data.mnist import MNIST_MEAN, MNIST_STD, study_test_halves
 from harness.errors import UserError
-from harness.space import identity_training, load_space, parse_space, trial_id
+from harness.space import load_space, parse_space
 from harness.train import load_splits
+from harness.trial import identity_training
 
 # The study's evaluation half of the official test set: random_split(test, [5000, 5000],
 # generator=torch.Generator().manual_seed(42)), first part. Pinned so that a change in torch's CPU generator
@@ -75,12 +76,14 @@ def test_the_protocol_reaches_the_loader_and_is_checked_per_dataset(fake_root):
 
 
 def test_the_default_protocol_keeps_existing_trial_ids():
+    import dataclasses
+
     trial = parse_space("name: t\narchitectures: [convnet]\ndatasets: {mnist: {}}\n").trials()[0]
-    before = {k: v for k, v in trial["training"].items() if k != "protocol"}
-    assert trial_id({**trial, "training": before}) == trial["trial_id"]
-    assert "protocol" not in identity_training(trial["training"])
+    before = {k: v for k, v in trial.training.items() if k != "protocol"}
+    assert dataclasses.replace(trial, training=before).trial_id == trial.trial_id
+    assert "protocol" not in identity_training(trial.training)
     study = parse_space("name: t\narchitectures: [convnet]\ntraining: {protocol: study}\ndatasets: {mnist: {}}\n").trials()[0]
-    assert study["trial_id"] != trial["trial_id"]
+    assert study.trial_id != trial.trial_id
 
 
 def test_the_study_spaces_validate():
@@ -194,9 +197,9 @@ def test_the_section_appears_only_for_study_protocol_trials(tmp_path):
     seed_trials = parse_space("name: seed\narchitectures: [convnet, stnet]\ntraining: {protocol: study, seeds: 2, "
                               "epochs: 3}\ndatasets: {mnist: {}}\n").trials()
     for t in seed_trials:
-        curve = ref[(ref.dataset == "mnist") & (ref.architecture == t["architecture"])
-                    & (ref.run == t["seed"] + 1)].accuracy.tolist()[:3]
-        synth.trial(t["architecture"], t["seed"], curve, trial_id=t["trial_id"], finished=False)  # running
+        curve = ref[(ref.dataset == "mnist") & (ref.architecture == t.architecture)
+                    & (ref.run == t.seed + 1)].accuracy.tolist()[:3]
+        synth.trial(t.architecture, t.seed, curve, trial_id=t.trial_id, finished=False)  # running
     section = R.section(load(synth.root))
     assert section is not None and section.key == "study"
     table = section.tables["study_comparison"]
