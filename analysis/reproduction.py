@@ -125,13 +125,15 @@ def _first_reach(curve: pd.Series, target: float | None) -> float:
     return float(hit.index.min()) if len(hit) else math.inf
 
 
-def _median_epochs(values: list[float]) -> str:
+def _median_epochs(values: list[float], upto: int) -> str:
+    """Median first epoch at the target; runs that never reach it by ``upto`` sort last (as inf), which is the
+    Kaplan–Meier median when every run is censored at the same epoch."""
     v = np.sort(np.asarray(values, dtype=float))
     if not len(v) or np.isnan(v).all():
         return "–"
-    med = float(np.median(v))  # censored runs sort last as inf: the KM median for a common censoring epoch
+    med = float(np.median(v))
     reached = int(np.isfinite(v).sum())
-    shown = f"{med:g}" if math.isfinite(med) else f"> {int(np.nanmax(np.where(np.isfinite(v), v, 0)) or 0)}"
+    shown = f"{med:g}" if math.isfinite(med) else f"> {upto}"
     return f"{shown} ({reached}/{len(v)} reached)"
 
 
@@ -192,8 +194,8 @@ def comparison_table(epochs: pd.DataFrame, ref: pd.DataFrame, targets: dict[str,
             "ours_best_mean": np.mean(o_best), "study_best_mean": np.mean(s_best),
             "ours_last": _fmt(o_last), "study_last": _fmt(s_last), "ours_best": _fmt(o_best), "study_best": _fmt(s_best),
             "target": target,
-            "ours_epochs_to_target": _median_epochs([_first_reach(c, target) for c in o.values()]) if target else "–",
-            "study_epochs_to_target": _median_epochs([_first_reach(c, target) for c in s.values()]) if target else "–",
+            "ours_epochs_to_target": _median_epochs([_first_reach(c, target) for c in o.values()], upto) if target else "–",
+            "study_epochs_to_target": _median_epochs([_first_reach(c, target) for c in s.values()], upto) if target else "–",
             "ours_s_per_epoch": float((ours_upto["train_time_s"] + ours_upto["eval_time_s"]).median()),
             "study_s_per_epoch": float((study.groupby("run")["elapsed_s"].max() / study.groupby("run")["epoch"].max()).median()),
             "ours_minus_study": cmp.diff, "in_study_sds": cmp.in_sds, "p": cmp.p, "test": cmp.test,
@@ -230,6 +232,7 @@ def curves_figure(epochs: pd.DataFrame, ref: pd.DataFrame) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     datasets = sorted(d for d in epochs["dataset"].unique() if d in set(ref["dataset"]))
     fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(6.2 * max(len(datasets), 1), 4.2), squeeze=False)
@@ -254,6 +257,7 @@ def curves_figure(epochs: pd.DataFrame, ref: pd.DataFrame) -> bytes:
         ax.set_xlim(0.5, max(ours_max, 2) + 0.5)
         ax.set_title(f"{dataset}: accuracy per epoch on the study's evaluation split")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_ylabel("accuracy (%), mean ± 1 SD")
         ax.legend(fontsize=7, ncol=2)
         ax.grid(alpha=0.3)

@@ -176,9 +176,10 @@ def test_a_partial_run_is_compared_at_the_epochs_it_has():
 
 
 def test_epochs_to_target_is_the_median_with_unreached_runs_last():
-    assert R._median_epochs([3, 4, 5]) == "4 (3/3 reached)"
-    assert R._median_epochs([3, float("inf"), float("inf")]) == "> 3 (1/3 reached)"
-    assert R._median_epochs([2, 3, float("inf")]) == "3 (2/3 reached)"
+    assert R._median_epochs([3, 4, 5], 20) == "4 (3/3 reached)"
+    assert R._median_epochs([3, float("inf"), float("inf")], 20) == "> 20 (1/3 reached)"
+    assert R._median_epochs([2, 3, float("inf")], 20) == "3 (2/3 reached)"
+    assert R._median_epochs([float("inf")] * 2, 3) == "> 3 (0/2 reached)"
 
 
 def test_the_section_appears_only_for_study_protocol_trials(tmp_path):
@@ -214,3 +215,21 @@ def test_the_section_appears_only_for_study_protocol_trials(tmp_path):
     assert (tmp_path / "report" / "figures" / "study_curves.png").is_file()
     assert (tmp_path / "report" / "tables" / "study_comparison.csv").is_file()
     assert "Reproduction" in paths["html"].read_text()
+
+
+@pytest.mark.slow
+def test_a_reduced_seed_run_through_ray_gets_a_reproduction_section(ray_local, mnist_root, tmp_path):
+    """seed.yaml itself, cut down with --set to CI size: the study's protocol end to end, then the report."""
+    from analysis.report import build
+    from harness.cli import main
+
+    results = tmp_path / "results"
+    argv = ["--space", "seed", "--datasets", "mnist", "--architectures", "convnet,stnet", "--seeds", "0",
+            "--set", "datasets.mnist.epochs=2", "--set", "training.train_limit=500", "--set", "training.test_limit=300",
+            "--gpu", "0", "--results-dir", str(results), "--data-dir", str(mnist_root), "--wandb-mode", "disabled",
+            "--quiet"]
+    assert main(argv) == 0
+    a, paths = build(results, tmp_path / "report", checkpoints=False)
+    table = a.tables["study_comparison"]
+    assert set(table.architecture) == {"convnet", "stnet"} and (table.epoch == 2).all() and (table.ours_n == 1).all()
+    assert "Reproduction of the reference study" in paths["markdown"].read_text()

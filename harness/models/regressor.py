@@ -11,14 +11,19 @@ position at all. With the coordinate channels, the map's maximum sits at the obj
 its coordinates there, which extends to positions never seen in training (the held-out quadrant). The study's
 ``coordconv`` (a CNN with max-pooling and a dense head) has no such path.
 
-Two choices of ours make it train reliably in a few epochs (measured here; the authors' code used zero "same" padding
-and a random initialisation of every weight, which left both our variants at the mean prediction for 15 epochs):
+Initialisation as in the authors' code (he-normal weights, zero biases): PyTorch's default starts the object's
+response at the max-pool ~100× smaller, too small to win it. Two choices of ours make training reliable in a few
+epochs (measured here: with zero "same" padding and random coordinate weights, as in the authors' code, our runs
+stayed at the mean prediction for 15 epochs):
 
 * "valid" 3×3 convolutions (no zero padding): the border cannot add position information, so ``conv_regressor`` is
   exactly translation-invariant and the background of the map is flat;
 * the first layer's weights on the coordinate channels start at zero: at initialisation the map is flat except around
   the object, so the max-pool picks the object and the gradient reaches the coordinate weights through it; the model
   starts as ``conv_regressor`` and learns how much position to use (as a spatial transformer starts at the identity).
+
+Even so a seed can spend a few epochs at the mean prediction for one coordinate before it finds the object (seen
+here with 600 training positions), so the spaces train for several epochs and test the best-validation weights.
 """
 
 from __future__ import annotations
