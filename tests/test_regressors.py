@@ -43,6 +43,7 @@ def test_the_plain_regressor_cannot_see_where_the_object_is():
     images = render_onehot(centres()[::97])
     out = plain(images)
     assert torch.allclose(out, out[:1].expand_as(out), atol=1e-5)  # the same answer at every position
+    assert out.abs().max() < 1e-5  # and it starts at the centre of the canvas (the last bias absorbs the offset)
     # CoordConv starts the same way (its coordinate weights are zero) and learns how much position to use
     assert torch.allclose(cc(images), cc(images)[:1].expand_as(out), atol=1e-5)
     with torch.no_grad():
