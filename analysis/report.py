@@ -30,7 +30,7 @@ import pandas as pd
 from harness.errors import UserError
 
 from . import format as fmt
-from . import metrics, stats, verdict
+from . import metrics, reproduction, stats, verdict
 from .load import Results, load
 from .provenance import provenance_table, runs_table
 
@@ -55,6 +55,7 @@ class Analysis:
     inspection: object | None = None  # checkpoints.Inspection when the weights were examined
     verdicts: dict[str, list[str]] = field(default_factory=dict)  # dataset → plain sentences
     data_dir: str | None = None  # the dataset root the checkpoint figures used, and where it came from
+    reproduction: reproduction.Section | None = None  # only when the store holds a run of the study's protocol
 
 
 def parse_targets(items: list[str] | None, defaults: dict[str, float] | None = None) -> dict[str, float]:
@@ -168,6 +169,8 @@ def analyse(results: Results, targets: dict[str, float] | None = None, baseline:
     t["headline"] = verdict.headline(t, baseline, confidence)
     a.paired_sentences = metrics.describe_paired(t["paired"], confidence=confidence)
     a.verdicts = verdict.sentences(t, baseline, confidence)
+    a.reproduction = reproduction.section(results, a.targets, baseline)
+    t.update(a.reproduction.tables if a.reproduction else {})
 
     if trials.empty:
         a.notes.append("the store holds no trials yet: every table below is empty")
@@ -273,6 +276,7 @@ def render(a: Analysis) -> list[Figure]:
         Figure("overhead", "overhead", f"Seconds per epoch relative to {b} on the same dataset and hardware "
                "(training left, evaluation right); dashed line = parity.", _png(F.overhead_bars(t["overhead"], b, c))),
     ]
+    out += [Figure(n, reproduction.KEY, c, png) for n, c, png in (a.reproduction.figures if a.reproduction else [])]
     ins = a.inspection
     if ins is not None:
         for dataset in sorted({x.dataset for x in ins.confusions}):
@@ -432,6 +436,14 @@ def _weights(a: Analysis) -> list:
     return blocks
 
 
+def _reproduction(a: Analysis) -> list:
+    r = a.reproduction
+    if r is None:
+        return [Text("No trial of the reference study's protocol in this store (training.protocol: study; "
+                     "python run_benchmark.py --space seed runs it).", "empty")]
+    return [Text(r.full_lead), *(Table(frame, caption) for caption, frame in r.display)]
+
+
 def _provenance(a: Analysis) -> list:
     r = a.results
     blocks: list = [Table(provenance_table(r)), Table(runs_table(r), "Runs")]
@@ -450,6 +462,7 @@ SECTIONS: list[Section] = [
     Section("gaps", "5. Overfitting gap", _gaps),
     Section("overhead", "6. Training-time overhead", _overhead),
     Section("weights", "7. What the weights show", _weights),
+    Section(reproduction.KEY, "8. " + reproduction.TITLE, _reproduction),
     Section("provenance", "Provenance", _provenance, folded=True),
 ]
 

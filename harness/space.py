@@ -71,6 +71,8 @@ class Training(BaseModel):
     split_seed: int = Field(0, ge=0)
     train_limit: Optional[int] = Field(None, ge=1)
     test_limit: Optional[int] = Field(None, ge=1)
+    protocol: Literal["standard", "study"] = Field(
+        "standard", description="study: the reference study's splits and normalisation (see harness/data)")
     # Fast-path switches: each changes numerics (bf16 a lot, the others at rounding level), so all are off
     # by default and a trial's identity covers them only when switched on (see ``harness.trial.identity_training``).
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast the forward pass to bfloat16")
@@ -213,6 +215,19 @@ class SearchSpace(BaseModel):
             unknown = sorted(set(options) - set(allowed))
             if unknown:
                 raise ValueError(f"model_options.{arch}: unknown option {unknown[0]!r}; allowed: {', '.join(allowed) or 'none'}")
+        return self
+
+    @model_validator(mode="after")
+    def _known_protocols(self):
+        for dataset in self.datasets:
+            try:
+                protocol = self.training_for(dataset).protocol
+            except ValidationError:  # reported field by field by parse_space
+                continue
+            allowed = getattr(DATASETS[dataset], "protocols", ("standard",))
+            if protocol not in allowed:
+                raise ValueError(f"datasets.{dataset}.protocol: {protocol!r} is not defined for {dataset}; "
+                                 f"allowed: {', '.join(allowed)}")
         return self
 
     def training_for(self, dataset: str) -> Training:

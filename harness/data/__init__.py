@@ -6,7 +6,7 @@ Adding a dataset is one file with such an object and one line here. A dataset ma
 """
 
 from .base import DATA_DIR_ENV, ImageSplits, resolve_data_dir, validation_split
-from .clevr import CLEVR_QUADRANT, CLEVR_UNIFORM
+from .clevr import CLEVR_QUADRANT, CLEVR_QUADRANT_ONEHOT, CLEVR_UNIFORM, CLEVR_UNIFORM_ONEHOT
 from .cub import CUB200, CUB200_BBOX
 from .distorted import MNIST_E, MNIST_P, MNIST_R, MNIST_RTS
 from .mnist import FASHION_MNIST, MNIST
@@ -20,6 +20,8 @@ DATASETS = {
     "mnist_e": MNIST_E,
     "clevr_uniform": CLEVR_UNIFORM,
     "clevr_quadrant": CLEVR_QUADRANT,
+    "clevr_uniform_onehot": CLEVR_UNIFORM_ONEHOT,
+    "clevr_quadrant_onehot": CLEVR_QUADRANT_ONEHOT,
     "cub200": CUB200,
     "cub200_bbox": CUB200_BBOX,
 }
