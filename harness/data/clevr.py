@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..tasks import Regression
-from .base import ImageSplits, validation_split
+from .base import ImageSplits, carve, first
 
 CANVAS, SQUARE = 64, 9
 LOW, HIGH = SQUARE // 2, CANVAS - 1 - SQUARE // 2  # centres 4..59
@@ -79,6 +79,8 @@ class NotSoClevr:
     input: str = "square"  # "square" or "onehot"
     task = TASK
     target_dim = 2
+    num_classes = target_dim  # the model's outputs: the centre's x and y
+    in_shape = (1, CANVAS, CANVAS)
 
     def prepare(self, data_dir: Path, download: bool = True) -> None:
         """Nothing to fetch: the images are generated."""
@@ -92,11 +94,8 @@ class NotSoClevr:
         points = centres()
         test = split_mask(self.split, points)
         train_points, test_points = points[~test], points[test]
-        train_idx, val_idx = validation_split(len(train_points), val_size, split_seed)
-        if train_limit:
-            train_idx = train_idx[:train_limit]
-        if test_limit:
-            test_points = test_points[:test_limit]
+        train_idx, val_idx = carve(len(train_points), val_size, split_seed, train_limit)
+        test_points = first(test_points, test_limit)
         draw = render_onehot if self.input == "onehot" else render
         return ImageSplits(
             train_x=draw(train_points[train_idx]), train_y=train_points[train_idx],

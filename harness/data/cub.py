@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 
 from ..errors import UserError
-from .base import LoaderSplits, validation_split
+from ..tasks import CLASSIFICATION
+from .base import LoaderSplits, first, validation_split
 
 FOLDER = "CUB_200_2011"
 FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "bounding_boxes.txt", "classes.txt")
@@ -69,6 +70,12 @@ class CUB:
     CUB (200 classes): from-scratch ResNeXt-50 runs end near 55–65 %, ImageNet-pretrained near 85 %, and
     cropping to the box adds points; not measured here."""
     protocols = ("standard", "study")
+    task = CLASSIFICATION
+    num_classes = 200
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return (3, self.image_size, self.image_size)
 
     def root(self, data_dir: Path) -> Path:
         return Path(data_dir) / FOLDER
@@ -119,10 +126,7 @@ class CUB:
             fit_idx, val_idx = validation_split(len(train_ids), val_size, split_seed)
             fit_ids = [train_ids[i] for i in fit_idx.tolist()]
             val_ids = [train_ids[i] for i in val_idx.tolist()]
-        if train_limit:
-            fit_ids = fit_ids[:train_limit]
-        if test_limit:
-            test_ids = test_ids[:test_limit]
+        fit_ids, test_ids = first(fit_ids, train_limit), first(test_ids, test_limit)
         fit = [record(i) for i in fit_ids]
         val = [record(i) for i in val_ids]
         train_tf, test_tf = self.transforms()

@@ -23,7 +23,8 @@ import torch
 import torchvision
 
 from ..errors import UserError
-from .base import DATA_DIR_ENV, ImageSplits, validation_split
+from ..tasks import CLASSIFICATION
+from .base import DATA_DIR_ENV, ImageSplits, first, validation_split
 
 STUDY_SPLIT_SEED = 42  # the reference study's generator seed for halving the official test set
 from .idx import check_idx
@@ -48,6 +49,9 @@ class IDXImageDataset:
     """Validation accuracy at which the report stops the convergence clock: one every architecture reaches well
     before its ceiling under the dataset's reference protocol, so it measures speed, not the final accuracy."""
     protocols = ("standard", "study")
+    task = CLASSIFICATION
+    in_shape = (1, 28, 28)
+    num_classes = 10
 
     def raw_dir(self, data_dir: Path) -> Path:
         return Path(data_dir) / self.torchvision_class.__name__ / "raw"
@@ -105,12 +109,9 @@ class IDXImageDataset:
             mean, std = self.mean, self.std
         else:
             raise ValueError(f"protocol: {protocol!r}; allowed: {', '.join(self.protocols)}")
-        if train_limit:
-            train_idx = train_idx[:train_limit]
-        if test_limit:
-            test_idx = test_idx[:test_limit]
-            if protocol == "study":
-                val_idx = val_idx[:test_limit]
+        train_idx, test_idx = first(train_idx, train_limit), first(test_idx, test_limit)
+        if protocol == "study":
+            val_idx = first(val_idx, test_limit)
         return ImageSplits(
             train_x=normalise(train.data[train_idx], mean, std), train_y=train.targets[train_idx].long(),
             val_x=normalise(val_src.data[val_idx], mean, std), val_y=val_src.targets[val_idx].long(),
