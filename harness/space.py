@@ -367,6 +367,10 @@ def format_errors(error: ValidationError, model: type[BaseModel], prefix: tuple 
             continue
         msg = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
+        if err["type"] == "literal_error":  # pydantic's "Input should be 'a', 'b' or 'c'", shorter
+            allowed = err.get("ctx", {}).get("expected", "").replace("'", "").replace(" or ", ", ")
+            parts.append(f"{field}: {got!r} is not allowed; allowed: {allowed}")
+            continue
         shown = "" if err["type"] == "missing" or isinstance(got, (dict, list)) else f" (got {got!r})"
         parts.append(f"{field}: {msg}{shown}" if field else f"{msg}{shown}")
     seen = list(dict.fromkeys(parts))  # a union reports each branch; keep each message once

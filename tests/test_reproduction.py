@@ -71,7 +71,7 @@ def test_the_protocol_reaches_the_loader_and_is_checked_per_dataset(fake_root):
     assert len(splits.train_y) == 600 and len(splits.test_y) == 100
     with pytest.raises(UserError, match=r"datasets.clevr_quadrant.protocol: 'study' is not defined .* allowed: standard$"):
         parse_space("name: t\narchitectures: [convnet]\ntraining: {protocol: study}\ndatasets: {clevr_quadrant: {}}\n")
-    with pytest.raises(UserError, match=r"protocol: Input should be 'standard' or 'study'"):
+    with pytest.raises(UserError, match=r"protocol: 'paper' is not allowed; allowed: standard, study"):
         parse_space("name: t\narchitectures: [convnet]\ntraining: {protocol: paper}\ndatasets: {mnist: {}}\n")
 
 

@@ -7,15 +7,15 @@ BASE = "name: t\narchitectures: [convnet]\ndatasets: {mnist: {}}\n"
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("name: t\narchitectures: [foo]\ndatasets: {mnist: {}}", "architectures.0: Input should be 'convnet', 'stnet', 'coordconv', 'stcoordconv', 'resnext', 'stresnext', 'coordconv_regressor' or 'conv_regressor' (got 'foo')"),
-    ("name: t\narchitectures: [convnet]\ndatasets: {cifar: {}}", "datasets.cifar: Input should be 'mnist', 'fashion_mnist'"),
+    ("name: t\narchitectures: [foo]\ndatasets: {mnist: {}}", "architectures.0: 'foo' is not allowed; allowed: convnet, stnet, coordconv, stcoordconv, resnext"),
+    ("name: t\narchitectures: [convnet]\ndatasets: {cifar: {}}", "datasets.cifar: 'cifar' is not allowed; allowed: mnist, fashion_mnist"),
     ("name: t\narchitectures: [convnet]\ndatasets: {mnist: {epochs: 0}}", "datasets.mnist.epochs: Input should be greater than or equal to 1 (got 0)"),
     ("name: t\narchitectures: [convnet]\ndatasets: {mnist: {epoch: 3}}", "datasets.mnist.epoch: unknown key; allowed: epochs, batch_size"),
     (BASE + "training: {batch_size: -1}", "training.batch_size: Input should be greater than or equal to 1 (got -1)"),
     (BASE + "bogus: 1", "bogus: unknown key; allowed: name, description, architectures, datasets"),
     (BASE + "training: {seeds: 0}", "seeds: must be a count ≥ 1 or a non-empty list of distinct seeds ≥ 0 (got 0)"),
     (BASE + "training: {lr: fast}", "training.lr: Input should be a valid number"),
-    (BASE + "training: {optimizer: rmsprop}", "training.optimizer: Input should be 'sgd' or 'adam' (got 'rmsprop')"),
+    (BASE + "training: {optimizer: rmsprop}", "training.optimizer: 'rmsprop' is not allowed; allowed: sgd, adam"),
     (BASE + "resources: {gpu: -1}", "resources.gpu: Input should be greater than or equal to 0 (got -1)"),
     ("name: t\narchitectures: []\ndatasets: {mnist: {}}", "architectures: List should have at least 1 item"),
     ("name: [t\n", "malformed YAML at line 2"),

@@ -23,7 +23,7 @@ def test_schema_of_the_tuning_section():
     for bad, message in [
         ({"loc_lr_mult": {"low": 0.01, "high": 1}}, "give exactly one of loc_lr"),
         ({"architectures": ["convnet"]}, "convnet has no localization network to tune"),
-        ({"scheduler": "hyperband"}, "tune.scheduler: Input should be 'none' or 'asha'"),
+        ({"scheduler": "hyperband"}, "tune.scheduler: 'hyperband' is not allowed; allowed: none, asha"),
         ({"loc_lr": {"low": 1, "high": 0.5}}, "tune.loc_lr: low must be below high"),
     ]:
         with pytest.raises(UserError, match=message):
