@@ -78,7 +78,8 @@ LOSSES = ("train_loss", "val_loss", "train_eval_loss")
 def test_a_stacked_seeds_losses_agree_with_its_unstacked_run_to_float_tolerance(trials, splits, arch):
     """Dropout off, the Trainer's own data order. Stacking only reorders float32 arithmetic, so a stacked seed
     is as close to the exact (float64) run as the unstacked float32 run is: the bound is a small multiple of
-    the unstacked float32 run's own error, plus a few float32 roundings of the reported means."""
+    the unstacked float32 run's own error (its largest over the epochs and losses: rounding differences grow
+    through training, so one value's error is a noisy scale), plus a few float32 roundings of the means."""
     trial = {**trials[arch], "training": {**trials[arch]["training"], "lr": 0.01, "epochs": 2}}
     seeds, data = [0, 1], cut(splits, 192)
     stack = StackedTrainer(trial, seeds, data)
@@ -91,11 +92,11 @@ def test_a_stacked_seeds_losses_agree_with_its_unstacked_run_to_float_tolerance(
             trainer = Trainer({**trial, "seed": seed}, data)
             without_dropout(trainer.model).to(dtype)
             runs[name] = list(trainer.run())
-        for epoch, (s, f32, f64) in enumerate(zip(stacked, runs["f32"], runs["f64"]), 1):
-            for key in LOSSES:
-                own_error = abs(f32[key] - f64[key])
-                bound = 4 * own_error + 8 * torch.finfo(torch.float32).eps * abs(f64[key])
-                assert abs(s[seed][key] - f64[key]) <= bound, (seed, epoch, key, s[seed][key], f32[key], f64[key])
+        triples = [(s[seed][k], f32[k], f64[k]) for s, f32, f64 in zip(stacked, runs["f32"], runs["f64"]) for k in LOSSES]
+        own_error = max(abs(f32 - f64) for _, f32, f64 in triples)  # this computation's float32 error level
+        for s, f32, f64 in triples:
+            bound = 4 * own_error + 8 * torch.finfo(torch.float32).eps * abs(f64)
+            assert abs(s - f64) <= bound, (seed, s, f32, f64, own_error)
 
 
 def test_stacked_and_unstacked_seeds_reach_statistically_equivalent_accuracy(trials, splits, mnist_root):
