@@ -137,7 +137,7 @@ def _expected_trials(spaces: dict[str, str], notes: list[str]) -> pd.DataFrame:
         except UserError as e:
             notes.append(f"cannot expand the search space {name!r} kept in the store ({e}); trials not started are not listed")
             continue
-        rows += [{"space": name, "trial_id": t["trial_id"], **{k: t[k] for k in KEY}} for t in trials]
+        rows += [{"space": name, "trial_id": t.trial_id, **{k: getattr(t, k) for k in KEY}} for t in trials]
     return pd.DataFrame(rows, columns=["space", "trial_id", *KEY])
 
 

@@ -1,8 +1,8 @@
 """The door between Ray Tune and the results store: a Tune callback running in the driver.
 
-Trials only report metrics and checkpoints; this callback turns each report into
-store rows. Because it runs in the driver process, it works unchanged when
-trials run on other nodes of a cluster.
+Trials only report metrics and checkpoints; this callback turns each report into store rows, one per
+seed under that seed's own id (a seed-stacked trial reports several seeds at once). Because it runs
+in the driver process, it works unchanged when trials run on other nodes of a cluster.
 """
 
 from __future__ import annotations
@@ -14,11 +14,21 @@ import torch
 from ray import tune
 
 from .store import EPOCHS, ResultsStore, now
-from .train import STATE_FILE, effective_loc_lr, trained_with
+from .train import STATE_FILE
+from .trial import Stage, Status, Trial
 
 EPOCH_METRICS = [c for c in EPOCHS.names
                  if c not in ("trial_id", "run_id", "architecture", "dataset", "seed", "stage", "reported_at")]
 WHERE = ("hostname", "node_ip", "node_id", "device", "cpu_model", "gpu_model")
+
+
+def seed_results(trial: Trial, result: dict) -> dict[int | None, dict]:
+    """seed → that seed's metrics of this report (a tuning trial's one averaged result under None); a seed
+    the report does not carry (no report yet) maps to {}."""
+    if trial.stage is Stage.TUNE:
+        return {None: result}
+    per_seed = result.get("per_seed") or {}
+    return {seed: per_seed.get(str(seed), {}) for seed in trial.seeds}
 
 
 class StoreCallback(tune.Callback):
@@ -28,44 +38,55 @@ class StoreCallback(tune.Callback):
         self.space_name = space_name
         self.provenance = provenance
         self.restarts: dict[str, int] = {}
+        self.last: dict[str, dict] = {}  # row id → that seed's newest metrics (a diverged seed stops reporting)
 
-    def _ids(self, trial) -> dict:
-        t = trial.config["trial"]
-        if t.get("stage") == "tune":  # one Optuna trial: the cell's config is shared, the sampled values are its own
-            return {"trial_id": f"tune-{t['study_key']}-{trial.trial_id}", "run_id": self.run_id,
-                    "architecture": t["architecture"], "dataset": t["dataset"], "seed": None, "stage": "tune"}
-        return {"trial_id": t["trial_id"], "run_id": self.run_id, "architecture": t["architecture"],
-                "dataset": t["dataset"], "seed": t["seed"], "stage": "benchmark"}
+    def _ids(self, trial: Trial, seed: int | None, tune_trial) -> dict:
+        return {"trial_id": trial.row_id(seed, tune_trial.trial_id), "run_id": self.run_id,
+                "architecture": trial.architecture, "dataset": trial.dataset, "seed": seed,
+                "stage": trial.stage.value}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch" not in result:
-            return
-        row = {**self._ids(trial), **{k: result.get(k) for k in EPOCH_METRICS}, "reported_at": now()}
-        self.store.put_epochs(row["trial_id"], [row])
+        t = Trial.from_config(trial.config)
+        for seed, metrics in seed_results(t, result).items():
+            if "epoch" not in metrics:
+                continue
+            ids = self._ids(t, seed, trial)
+            if self.last.get(ids["trial_id"], {}).get("epoch") == metrics["epoch"]:
+                continue  # a stopped seed repeats its last epoch while the others go on
+            self.last[ids["trial_id"]] = metrics
+            row = {**ids, **{k: metrics.get(k) for k in EPOCH_METRICS}, "reported_at": now()}
+            self.store.put_epochs(row["trial_id"], [row])
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         """Remember the trial's newest checkpoint, so a rerun after a driver crash resumes from it."""
-        self.store.put_resume(self._ids(trial)["trial_id"], checkpoint_uri(checkpoint),
-                              (trial.last_result or {}).get("epoch"))
+        t = Trial.from_config(trial.config)
+        self.store.put_resume(t.trial_id, checkpoint_uri(checkpoint), (trial.last_result or {}).get("epoch"),
+                              members=sorted(t.ids.values()))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        trial_id = self._ids(trial)["trial_id"]
-        self.restarts[trial_id] = self.restarts.get(trial_id, 0) + 1
+        key = Trial.from_config(trial.config).trial_id
+        self.restarts[key] = self.restarts.get(key, 0) + 1
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        result = trial.last_result or {}
-        ids = self._ids(trial)
-        status = result.get("status", "complete")
-        self._finish(trial, status="stopped" if status == "running" else status, result=result)  # a scheduler's stop
-        self._save_best_weights(trial, ids["trial_id"])
+        t = Trial.from_config(trial.config)
+        for seed, metrics in seed_results(t, trial.last_result or {}).items():
+            metrics = metrics or self.last.get(t.row_id(seed, trial.trial_id), {})
+            status = metrics.get("status", Status.COMPLETE.value)
+            # a seed still "running" when Tune completes the trial was stopped by a scheduler (ASHA)
+            self._finish(t, seed, trial, Status.STOPPED.value if status == Status.RUNNING.value else status, metrics)
+        self._save_best_weights(t, trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, status="error", result=trial.last_result or {}, error=_error_line(trial))
+        t = Trial.from_config(trial.config)
+        error = _error_line(trial)
+        for seed, metrics in seed_results(t, trial.last_result or {}).items():
+            self._finish(t, seed, trial, Status.ERROR.value, metrics, error=error)
 
-    def _finish(self, trial, status: str, result: dict, error: str | None = None) -> None:
-        ids = self._ids(trial)
-        training = trained_with(trial.config)
+    def _finish(self, t: Trial, seed: int | None, tune_trial, status: str, result: dict, error: str | None = None):
+        ids = self._ids(t, seed, tune_trial)
+        result = self.last.get(ids["trial_id"], {}) | result if status == Status.ERROR.value else result
         epochs = self.store.trial_epochs(ids["trial_id"])
+        training = t.training
         row = {
             **ids, "space": self.space_name, "status": status, "error": error,
             "epochs_completed": int(epochs["epoch"].max()) if len(epochs) else 0,
@@ -73,30 +94,29 @@ class StoreCallback(tune.Callback):
             "best_epoch": result.get("best_epoch"),
             "best_val_acc": result.get("best_val_acc", result.get("objective")),  # tuning: the seeds' mean
             "test_loss": result.get("test_loss"), "test_acc": result.get("test_acc"),
-            "num_params": result.get("num_params"), "restarts": self.restarts.get(ids["trial_id"], 0),
+            "num_params": result.get("num_params"), "restarts": self.restarts.get(t.trial_id, 0),
             "train_time_s": float(epochs["train_time_s"].sum()) if len(epochs) else None,
             "eval_time_s": float(epochs["eval_time_s"].sum()) if len(epochs) else None,
-            "config_json": json.dumps({**trial.config["trial"], "training": training}, sort_keys=True),
-            "study": (trial.config["trial"].get("tuning") or {}).get("study") or trial.config["trial"].get("study"),
-            "lr_tuned": ids["stage"] == "tune" or bool(trial.config["trial"].get("tuning")),
-            "loc_lr": effective_loc_lr(training), "lr": training["lr"],
-            **{k: result.get(k) for k in WHERE},
+            "config_json": json.dumps((t if seed is None else t.with_seeds([seed])).record(), sort_keys=True, default=str),
+            "study": t.study, "lr_tuned": t.lr_tuned, "loc_lr": t.loc_lr, "lr": training["lr"],
+            "stack": len(t.seeds) if t.stage is Stage.BENCHMARK else None,
+            **{k: (tune_trial.last_result or {}).get(k) for k in WHERE},
             **self.provenance, "finished_at": now(),
         }
         self.store.put_trial(row)
 
-    def _save_best_weights(self, trial, trial_id: str) -> None:
-        checkpoint = trial.checkpoint
-        if checkpoint is None:
+    def _save_best_weights(self, t: Trial, tune_trial) -> None:
+        if t.stage is not Stage.BENCHMARK or tune_trial.checkpoint is None:
             return
-        with checkpoint.as_directory() as d:
-            state = torch.load(f"{d}/{STATE_FILE}", map_location="cpu", weights_only=True)
-        if state.get("best_state") is None:
-            return
-        buf = io.BytesIO()
-        torch.save({"state_dict": state["best_state"], "best_epoch": state["best_epoch"],
-                    "model_spec": state["model_spec"], "trial": trial.config["trial"]}, buf)
-        self.store.put_checkpoint(trial_id, buf.getvalue())
+        with tune_trial.checkpoint.as_directory() as d:
+            saved = torch.load(f"{d}/{STATE_FILE}", map_location="cpu", weights_only=True)
+        for seed, best in saved["best"].items():
+            if best.get("state_dict") is None:
+                continue
+            buf = io.BytesIO()
+            torch.save({"state_dict": best["state_dict"], "best_epoch": best["best_epoch"],
+                        "model_spec": saved["model_spec"], "trial": t.with_seeds([int(seed)]).record()}, buf)
+            self.store.put_checkpoint(t.seed_id(int(seed)), buf.getvalue())
 
 
 def checkpoint_uri(checkpoint: tune.Checkpoint) -> str:

@@ -1,8 +1,9 @@
-"""``python run_benchmark.py``: the command line of the benchmark."""
+"""The command line: ``stbench run | plan | report | verify`` (``python run_benchmark.py`` = ``stbench run``)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -27,21 +28,17 @@ def _csv(kind):
     return parse
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="run_benchmark.py", description="Benchmark Spatial Transformer and CoordConv classifiers with Ray Tune.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _space_args(p: argparse.ArgumentParser) -> None:
+    """What ``run`` and ``plan`` share: the space, its overrides, the store, the data and the selection."""
     p.add_argument("--space", default=None, metavar="FILE|NAME",
                    help="search-space YAML, or the name of one in search_spaces/ (default: quick)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a key of the space before validation, e.g. training.epochs=1, "
+                        "datasets.mnist.lr=0.02, resources.gpu=0.25 (repeatable; values are YAML)")
     p.add_argument("--results-dir", default="results", metavar="DIR",
                    help="results store: Parquet tables and best weights (default: ./results)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help=f"dataset root holding MNIST/raw etc. (default: ${DATA_DIR_ENV}, else ./datasets)")
-    p.add_argument("--address", default=None, metavar="ADDR",
-                   help="Ray cluster to join ('auto' on a cluster node, or HOST:PORT); default: $RAY_ADDRESS, else a local Ray")
-    p.add_argument("--storage-path", default=None, metavar="URI",
-                   help="where Ray Tune keeps checkpoints; on a multi-node cluster storage every node reaches, "
-                        "e.g. s3://bucket/stbench (default: $STBENCH_STORAGE_PATH, else RESULTS_DIR/ray)")
     p.add_argument("--cpu", type=float, default=None, metavar="N", help="CPUs per trial (overrides resources.cpu)")
     p.add_argument("--gpu", type=float, default=None, metavar="F",
                    help="GPUs per trial, fractions share a device (overrides resources.gpu; 0 = CPU only)")
@@ -51,62 +48,166 @@ def parser() -> argparse.ArgumentParser:
                    help="run only these architectures of the space")
     p.add_argument("--datasets", type=_csv(str), default=None, metavar="D,E", help="run only these datasets of the space")
     p.add_argument("--seeds", type=_csv(int), default=None, metavar="0,1", help="run only these seeds of the space")
-    p.add_argument("--no-download", action="store_true", help="never download datasets; fail if files are missing")
     p.add_argument("--retry-errored", action="store_true",
                    help="run again trials that ended in error in an earlier run (default: keep them)")
-    p.add_argument("--wandb-mode", choices=("offline", "online", "disabled"), default=None,
-                   help="W&B logging (default: the space's wandb.mode, else offline; runs land in RESULTS_DIR/wandb)")
-    p.add_argument("--wandb-project", default=None, metavar="NAME", help="W&B project (default: the space's, else stbench)")
-    p.add_argument("--wandb-entity", default=None, metavar="NAME", help="W&B entity (team or user)")
-    p.add_argument("--quiet", action="store_true", help="no progress table")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def parser(prog: str = "run_benchmark.py") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description="Benchmark Spatial Transformer and CoordConv classifiers with Ray Tune.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _space_args(p)
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="Ray cluster to join ('auto' on a cluster node, or HOST:PORT); default: $RAY_ADDRESS, else a local Ray")
+    p.add_argument("--storage-path", default=None, metavar="URI",
+                   help="where Ray Tune keeps checkpoints; on a multi-node cluster storage every node reaches, "
+                        "e.g. s3://bucket/stbench (default: $STBENCH_STORAGE_PATH, else RESULTS_DIR/ray)")
+    p.add_argument("--no-download", action="store_true", help="never download datasets; fail if files are missing")
+    p.add_argument("--wandb-mode", choices=("offline", "online", "disabled"), default=None,
+                   help="W&B logging (default: the space's wandb.mode, else $WANDB_MODE, else offline; "
+                        "runs land in RESULTS_DIR/wandb)")
+    p.add_argument("--wandb-project", default=None, metavar="NAME",
+                   help="W&B project (default: the space's, else $WANDB_PROJECT, else stbench)")
+    p.add_argument("--wandb-entity", default=None, metavar="NAME", help="W&B entity (default: the space's, else $WANDB_ENTITY)")
+    p.add_argument("--verbose", action="store_true", help="Ray Tune's trial table as well as the progress line")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def plan_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stbench plan", description="List every trial of a space as done / to run / failed and estimate the "
+        "wall time of what is left on this machine, without starting Ray.")
+    _space_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _guarded(run, args) -> int:
     try:
-        return _main(args)
+        return run(args)
     except UserError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        first, *rest = str(e).splitlines() or [""]
+        print(f"error: {first}", file=sys.stderr)
+        for line in rest:
+            print(f"  {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to continue; finished trials are kept", file=sys.stderr)
         return 130
 
 
-def _main(args) -> int:
-    from pathlib import Path
+def main(argv: list[str] | None = None) -> int:
+    """``python run_benchmark.py`` = ``stbench run``."""
+    return _guarded(_run, parser().parse_args(argv))
 
-    from . import driver
-    from .space import load_space
+
+COMMANDS = {
+    "run": "train the search space's trials (skipping those already in the store)",
+    "plan": "list the trials and estimate the wall time, without starting Ray",
+    "report": "turn a results store into a report (HTML, Markdown, figures, tables)",
+    "verify": "check a results store's integrity",
+}
+
+
+def stbench(argv: list[str] | None = None) -> int:
+    """The ``stbench`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: stbench {run,plan,report,verify} [options]   (stbench COMMAND --help for each)\n\n" + "\n".join(
+        f"  {name:8s} {what}" for name, what in COMMANDS.items())
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "run":
+        return _guarded(_run, parser(prog="stbench run").parse_args(rest))
+    if command == "plan":
+        return _guarded(_plan, plan_parser().parse_args(rest))
+    if command == "report":
+        from analysis.report import main as report
+
+        return report(rest)
+    if command == "verify":
+        from .store import main as store_main
+
+        return store_main(["verify", *rest])
+    print(f"error: stbench: unknown command {command!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
+    return 2
+
+
+def load_with_overrides(args):
+    """The space with ``--set`` overrides and ``--cpu`` / ``--gpu`` applied, validated."""
+    from .space import Resources, load_space
 
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UserError(f"--max-concurrent: must be ≥ 1 (got {args.max_concurrent})")
-    space, text = load_space(args.space)
-    overrides = {k: v for k, v in (("mode", args.wandb_mode), ("project", args.wandb_project),
-                                   ("entity", args.wandb_entity)) if v is not None}
-    if overrides:
-        space = space.model_copy(update={"wandb": space.wandb.model_copy(update=overrides)})
+    space, text = load_space(args.space, overrides=args.overrides)
     resources = {k: v for k, v in (("cpu", args.cpu), ("gpu", args.gpu)) if v is not None}
     if resources:
-        from .space import Resources
-
         try:
             space = space.model_copy(update={"resources": Resources(**{**space.resources.model_dump(), **resources})})
         except ValueError as e:
             raise UserError(f"--cpu/--gpu: {e.errors()[0]['msg']} (got {resources})") from None
+    return space, text
+
+
+WANDB_ENV = {"mode": "WANDB_MODE", "project": "WANDB_PROJECT", "entity": "WANDB_ENTITY"}
+
+
+def wandb_settings(space, args):
+    """Each W&B setting from its flag, else the space (where it sets it), else W&B's own environment variable."""
+    chosen = {}
+    for key, env in WANDB_ENV.items():
+        flag = getattr(args, f"wandb_{key}")
+        if flag is not None:
+            chosen[key] = flag
+        elif key not in space.wandb.model_fields_set and os.environ.get(env):
+            chosen[key] = os.environ[env]
+    if not chosen:
+        return space
+    from .space import Wandb
+
+    try:
+        return space.model_copy(update={"wandb": Wandb(**{**space.wandb.model_dump(), **chosen})})
+    except ValueError as e:
+        raise UserError(f"W&B settings: {e.errors()[0]['msg']} (got {chosen}); allowed modes: offline, online, disabled") from None
+
+
+def selection(args) -> dict:
+    return {"architectures": args.architectures, "datasets": args.datasets, "seeds": args.seeds}
+
+
+def _run(args) -> int:
+    from pathlib import Path
+
+    from . import driver
+
+    space, text = load_with_overrides(args)
+    space = wandb_settings(space, args)
     t0 = time.perf_counter()
-    select_by = {"architectures": args.architectures, "datasets": args.datasets, "seeds": args.seeds}
-    outcome = driver.run(space, text, select_by=select_by, results_dir=Path(args.results_dir),
+    outcome = driver.run(space, text, select_by=selection(args), results_dir=Path(args.results_dir),
                          data_dir=resolve_data_dir(args.data_dir), address=args.address,
                          max_concurrent=args.max_concurrent, download=not args.no_download,
-                         retry_errored=args.retry_errored, verbose=0 if args.quiet else 1,
-                         storage_path=args.storage_path)
+                         retry_errored=args.retry_errored, verbose=0 if args.quiet else 2 if args.verbose else 1,
+                         storage_path=args.storage_path, overrides=args.overrides)
     ran = ", ".join(f"{n} {status}" for status, n in sorted(outcome.statuses.items())) or "nothing to run"
     print(f"stbench: run {outcome.run_id} finished in {time.perf_counter() - t0:.0f} s: {ran}; "
           f"{outcome.skipped} of {outcome.total} trials already in the store {Path(args.results_dir).resolve()}")
     failed = outcome.statuses.get("error", 0)
     return 1 if failed else 0
+
+
+def _plan(args) -> int:
+    from pathlib import Path
+
+    from .plan import make_plan
+
+    space, _ = load_with_overrides(args)
+    plan = make_plan(space, select_by=selection(args), results_dir=Path(args.results_dir),
+                     data_dir=resolve_data_dir(args.data_dir), retry_errored=args.retry_errored,
+                     max_concurrent=args.max_concurrent)
+    print(plan.to_json() if args.json else plan.to_text())
+    return 0

@@ -22,6 +22,7 @@ from .errors import UserError
 from .provenance import driver_provenance
 from .space import SearchSpace
 from .store import ResultsStore, now
+from .trial import FINISHED, Stage, Status, Trial, group_seeds
 
 
 @dataclass
@@ -36,14 +37,15 @@ def new_run_id() -> str:
     return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-def trial_name(trial) -> str:
-    t = trial.config["trial"]
-    return f"{t['architecture']}-{t['dataset']}-s{t['seed']}-{t['trial_id'][:6]}"
+def trial_name(tune_trial) -> str:
+    t = Trial.from_config(tune_trial.config)
+    suffix = tune_trial.trial_id if t.stage is Stage.TUNE else t.trial_id[-6:]
+    return f"{t.name}-{suffix}"
 
 
-def preflight(space: SearchSpace, trials: list[dict], data_dir: Path, download: bool) -> None:
+def preflight(space: SearchSpace, trials: list[Trial], data_dir: Path, download: bool) -> None:
     """Dataset files present and well-formed; every split big enough for its batch size."""
-    for name in sorted({t["dataset"] for t in trials}):
+    for name in sorted({t.dataset for t in trials}):
         dataset = DATASETS[name]
         dataset.prepare(data_dir, download=download)
         n_train, n_test = dataset.split_sizes(data_dir)
@@ -73,32 +75,33 @@ def check_local_gpus(space: SearchSpace, address: str | None) -> None:
                             "pass --gpu 0 (or set resources.gpu: 0) to train on the CPU, or --address a cluster with GPUs")
 
 
-def select(trials: list[dict], architectures=None, datasets=None, seeds=None) -> list[dict]:
-    """Restrict the grid from the command line; a name the space does not contain is an error."""
+def select(trials: list[Trial], architectures=None, datasets=None, seeds=None) -> list[Trial]:
+    """Restrict the grid (one-seed trials) from the command line; a name the space lacks is an error."""
     for key, wanted in (("architecture", architectures), ("dataset", datasets), ("seed", seeds)):
         if wanted is None:
             continue
-        present = sorted({t[key] for t in trials}, key=str)
+        present = sorted({getattr(t, key) for t in trials}, key=str)
         unknown = [w for w in wanted if w not in present]
         if unknown:
             raise UserError(f"--{key}s: {', '.join(map(str, unknown))} not in the search space; "
                             f"allowed: {', '.join(map(str, present))}")
-        trials = [t for t in trials if t[key] in wanted]
+        trials = [t for t in trials if getattr(t, key) in wanted]
     return trials
 
 
 STORAGE_ENV = "STBENCH_STORAGE_PATH"
 
 
-def tune_storage(results_dir: Path, storage_path: str | None = None) -> str:
+def tune_storage(store: ResultsStore, storage_path: str | None = None) -> str:
     """Where Ray Tune keeps trial checkpoints: ``--storage-path``, else ``$STBENCH_STORAGE_PATH``, else
-    ``RESULTS_DIR/ray``. On a multi-node cluster it must be storage every node reaches (S3, NFS)."""
-    return storage_path or os.environ.get(STORAGE_ENV) or str(Path(results_dir).resolve() / "ray")
+    the store's ``ray/``. On a multi-node cluster it must be storage every node reaches (S3, NFS)."""
+    return storage_path or os.environ.get(STORAGE_ENV) or str(store.ray_dir)
 
 
 def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Path, select_by: dict | None = None,
         address: str | None = None, max_concurrent: int | None = None, download: bool = True,
-        retry_errored: bool = False, verbose: int = 1, storage_path: str | None = None) -> Outcome:
+        retry_errored: bool = False, verbose: int = 1, storage_path: str | None = None,
+        overrides: list[str] | tuple = ()) -> Outcome:
     """Tune (when the space asks for it), then benchmark; everything checked before anything is written."""
     select_by = select_by or {}
     trials = select(space.trials(), **select_by)
@@ -111,34 +114,43 @@ def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Pat
             swept = store.sweep_partials()
             if swept:
                 print(f"stbench: removed {len(swept)} partial file(s) left by an interrupted write")
-            session = _Session(space, space_yaml, store, Path(results_dir), data_dir, address, verbose, stack,
-                               tune_storage(results_dir, storage_path))
+            session = _Session(space, space_yaml, store, data_dir, address, verbose, stack,
+                               tune_storage(store, storage_path), list(overrides))
             tuned = session.tune(select_by) if space.tune is not None else {}
             trials = select(space.trials(tuned), **select_by)
             return session.benchmark(trials, max_concurrent, retry_errored)
 
 
+def done_statuses(retry_errored: bool) -> tuple[str, ...]:
+    """What a rerun skips: finished trials, and errored ones unless they are to be retried."""
+    return FINISHED if retry_errored else (*FINISHED, Status.ERROR.value)
+
+
+def stack_device(space: SearchSpace) -> str:
+    return "cuda" if space.resources.gpu > 0 else "cpu"
+
+
 class _Session:
     """One invocation: a run id, a run row in the store, and a Ray connection opened only if there is work."""
 
-    def __init__(self, space, space_yaml, store, results_dir, data_dir, address, verbose, stack: ExitStack,
-                 storage_path: str):
+    def __init__(self, space, space_yaml, store: ResultsStore, data_dir, address, verbose, stack: ExitStack,
+                 storage_path: str, overrides: list[str]):
         self.space, self.space_yaml, self.store, self.storage_path = space, space_yaml, store, storage_path
-        self.results_dir, self.data_dir, self.address, self.verbose = results_dir, data_dir, address, verbose
+        self.data_dir, self.address, self.verbose, self.overrides = data_dir, address, verbose, overrides
         self.stack = stack
         self.run_id = new_run_id()
         self.run_row: dict | None = None
         self.provenance: dict = {}
 
-    def _start(self, total: int, skipped: int) -> None:
+    def _start(self) -> None:
         """First real work of this invocation: record the run, connect to Ray."""
         if self.run_row is None:
             provenance = driver_provenance()
             self.run_row = {"run_id": self.run_id, "space": self.space.name, "space_yaml": self.space_yaml,
                             "command": provenance.pop("argv"),
                             "address": cluster_address(self.address) or "local",
-                            "trials_total": total, "trials_skipped": skipped, "started_at": now(),
-                            "provenance_json": json.dumps(provenance, sort_keys=True)}
+                            "overrides_json": json.dumps(self.overrides), "data_dir": str(self.data_dir),
+                            "started_at": now(), "provenance_json": json.dumps(provenance, sort_keys=True)}
             self.store.put_run(self.run_row)
             self.stack.callback(lambda: self.store.put_run({**self.run_row, "finished_at": now()}))
             self.provenance = {k: provenance[k] for k in (
@@ -147,49 +159,123 @@ class _Session:
             configure_tune_output()
             self.stack.enter_context(ray_connection(self.address))
 
-    def callbacks(self, job_type: str = "benchmark") -> list:
+    def callbacks(self, label: str, trials: int, epochs: int, job_type: str = "benchmark") -> list:
         from .callbacks import StoreCallback
+        from .progress import ProgressCallback
         from .tracking import WandbSettings, make_callback
 
         callbacks = [StoreCallback(self.store, self.run_id, self.space.name, self.provenance)]
+        if self.verbose:
+            callbacks.append(ProgressCallback(label, trials, epochs))
         w = self.space.wandb
         settings = WandbSettings(mode=w.mode, project=w.project, entity=w.entity, init_timeout_s=w.init_timeout_s)
-        wandb_callback = make_callback(settings, self.results_dir, group=self.run_id, job_type=job_type)
+        wandb_callback = make_callback(settings, self.store.wandb_dir, group=self.run_id, job_type=job_type)
         return callbacks + ([wandb_callback] if wandb_callback is not None else [])
 
     def tune(self, select_by: dict) -> dict:
+        """Run (or resume) every cell's Optuna study to its trial budget; return the best values per cell.
+        A rerun whose studies are all finished never starts Ray."""
         from . import tuning
+        from .train import tuning_trainable
 
-        cells = tuning.run_tuning(self.space, results_dir=self.results_dir, data_dir=self.data_dir,
-                                  before_work=lambda: self._start(total=0, skipped=0),
-                                  callbacks_for=self.callbacks, run_id=self.run_id, storage_path=self.storage_path,
-                                  architectures=select_by.get("architectures"), datasets=select_by.get("datasets"),
-                                  verbose=self.verbose)
-        for (arch, dataset), cell in cells.items():
-            default = "n/a" if cell.default_value is None else f"{cell.default_value:.4f}"
+        out = {}
+        for arch, dataset in tuning.cells(self.space, select_by.get("architectures"), select_by.get("datasets")):
+            study, storage = tuning.open_study(self.space, arch, dataset, self.store.optuna_url())
+            left = tuning.trials_left(study, self.space.tune.trials)
+            default = tuning.default_point(self.space, dataset)
+            print(f"stbench: tuning {arch} on {dataset}: study {study.study_name}, "
+                  f"{len(tuning.finished(study))} of {self.space.tune.trials} trials done, {left} to run")
+            if left > 0:
+                self._start()
+                trial = tuning.tuning_trial(self.space, arch, dataset, study.study_name)
+                domains, searcher, scheduler = tuning.search(self.space, study, storage, trial, default)
+                tuner = build_tuner(
+                    tuning_trainable, self.space, param_space={**self._common(), "trial": trial.to_config(), **domains},
+                    name=f"{self.run_id}-tune-{arch}-{dataset}", storage_path=self.storage_path,
+                    callbacks=self.callbacks(f"tuning {arch} on {dataset}", left, left * trial.training["epochs"], "tune"),
+                    verbose=self.verbose, max_concurrent=self.space.tune.max_concurrent,
+                    search_alg=searcher, scheduler=scheduler, num_samples=left,
+                    columns=({f"{k}": k for k in domains}, {"epoch": "epoch", "val_acc": "val acc", "objective": "objective"}))
+                tuner.fit()
+                study, storage = tuning.open_study(self.space, arch, dataset, self.store.optuna_url())
+            cell = out[(arch, dataset)] = tuning.summarise(study, arch, dataset, default)
+            shown = "n/a" if cell.default_value is None else f"{cell.default_value:.4f}"
             print(f"stbench: tuned {arch} on {dataset}: {cell.best_params} → objective {cell.best_value:.4f} "
-                  f"(untuned default {default}; {cell.n_trials} trials, study {cell.study})")
-        return {key: cell.as_tuned() for key, cell in cells.items()}
+                  f"(untuned default {shown}; {cell.n_trials} trials, study {cell.study})")
+        return {key: cell.as_tuned() for key, cell in out.items()}
 
-    def benchmark(self, trials: list[dict], max_concurrent, retry_errored: bool) -> Outcome:
-        done_statuses = ("complete", "diverged") if retry_errored else ("complete", "diverged", "error")
-        done = self.store.finished_trial_ids(done_statuses)
-        pending = [t for t in trials if t["trial_id"] not in done]
+    def _common(self) -> dict:
+        return {"data_dir": str(self.data_dir), "cpus": self.space.resources.cpu}
+
+    def benchmark(self, trials: list[Trial], max_concurrent, retry_errored: bool) -> Outcome:
+        done = self.store.finished_trial_ids(done_statuses(retry_errored))
+        pending = [t for t in trials if t.trial_id not in done]
         outcome = Outcome(self.run_id, total=len(trials), skipped=len(trials) - len(pending))
+        units = group_seeds(pending, self.space.stack_sizes(stack_device(self.space)))
+        stacked = f" in {len(units)} stacked trials" if len(units) < len(pending) else ""
         print(f"stbench: {len(trials)} trials in '{self.space.name}', {outcome.skipped} already in "
-              f"{self.results_dir}, {len(pending)} to run (run {self.run_id})")
+              f"{self.store.root}, {len(pending)} to run{stacked} (run {self.run_id})")
         if pending:
-            self._start(total=len(trials), skipped=outcome.skipped)
-            self.run_row.update(trials_total=len(trials), trials_skipped=outcome.skipped)
-            resume = {k: v for k, v in self.store.resume_points().items() if k in {t["trial_id"] for t in pending}}
+            self._start()
+            self.run_row.update(trials_total=len(trials), trials_skipped=outcome.skipped, planned_json=json.dumps(
+                [{"trial_id": t.trial_id, "architecture": t.architecture, "dataset": t.dataset, "seed": t.seed}
+                 for t in trials]))
+            self.store.put_run(self.run_row)
+            resume = {k: v for k, v in self.store.resume_points().items() if k in {u.trial_id for u in units}}
             if resume:
                 print(f"stbench: {len(resume)} unfinished trial(s) resume from their last checkpoint")
-            _fit(self.space, pending, resume, self.callbacks(), self.run_id, self.storage_path, self.data_dir,
-                 max_concurrent, self.verbose)
+            from .train import trainable
+
+            epochs = sum(u.training["epochs"] for u in units)
+            tuner = build_tuner(
+                trainable, self.space, name=self.run_id, storage_path=self.storage_path, verbose=self.verbose,
+                param_space={**self._common(), "trial": tune_grid([u.to_config() for u in units]), "resume": resume},
+                callbacks=self.callbacks("benchmark", len(units), epochs), max_concurrent=max_concurrent,
+                checkpoints=2, columns=({"trial/architecture": "architecture", "trial/dataset": "dataset",
+                                         "trial/seeds": "seeds"},
+                                        {"epoch": "epoch", "train_loss": "train loss", "val_acc": "val acc",
+                                         "test_acc": "test acc", "images_per_s": "img/s"}))
+            tuner.fit()
             finished = self.store.trials()
-            finished = finished[finished["trial_id"].isin({t["trial_id"] for t in trials})]
+            finished = finished[finished["trial_id"].isin({t.trial_id for t in trials})]
             outcome.statuses = finished["status"].value_counts().to_dict()
         return outcome
+
+
+def tune_grid(values: list):
+    from ray import tune
+
+    return tune.grid_search(values)
+
+
+def build_tuner(trainable, space: SearchSpace, *, param_space: dict, name: str, storage_path: str, callbacks: list,
+                verbose: int, columns: tuple[dict, dict], max_concurrent: int | None = None, search_alg=None,
+                scheduler=None, num_samples: int = 1, checkpoints: int | None = None):
+    """The one place a Ray Tune ``Tuner`` is built: resources, retries, storage, callbacks and output are
+    the same for both stages; the tuning stage adds its searcher, scheduler and number of samples.
+
+    Ray's own table is shown only with ``--verbose`` (verbose ≥ 2); the progress line replaces it."""
+    from ray import tune
+
+    parameters, metrics = columns
+    reporter = tune.CLIReporter(parameter_columns=parameters, metric_columns=metrics,
+                                max_report_frequency=20, print_intermediate_tables=True)
+    resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
+    return tune.Tuner(
+        tune.with_resources(trainable, resources),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+            max_concurrent_trials=max_concurrent, reuse_actors=True,
+            trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage_path, callbacks=callbacks,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints),
+            failure_config=tune.FailureConfig(max_failures=space.max_failures),
+            progress_reporter=reporter, verbose=1 if verbose >= 2 else 0,
+        ),
+    )
 
 
 @contextmanager
@@ -240,34 +326,3 @@ def configure_tune_output() -> None:
     """Tune's classic table shows the columns a researcher scans for (its newer output prints every result)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-
-
-def _fit(space, pending, resume, callbacks, run_id, storage_path, data_dir, max_concurrent, verbose) -> None:
-    from ray import tune
-
-    from .train import trainable
-
-    reporter = tune.CLIReporter(
-        parameter_columns={"trial/architecture": "architecture", "trial/dataset": "dataset", "trial/seed": "seed"},
-        metric_columns={"epoch": "epoch", "train_loss": "train loss", "val_acc": "val acc",
-                        "test_acc": "test acc", "images_per_s": "img/s"},
-        max_report_frequency=20, print_intermediate_tables=True,
-    )
-    resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, resources),
-        param_space={"trial": tune.grid_search(pending), "resume": resume, "data_dir": str(data_dir),
-                     "cpus": space.resources.cpu},
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=max_concurrent, reuse_actors=True,
-            trial_name_creator=trial_name, trial_dirname_creator=trial_name,
-        ),
-        run_config=tune.RunConfig(
-            name=run_id, storage_path=storage_path,
-            callbacks=callbacks,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=space.max_failures),
-            progress_reporter=reporter, verbose=1 if verbose else 0,
-        ),
-    )
-    tuner.fit()

@@ -8,9 +8,6 @@ training hyper-parameters), so the same trial run twice has the same id.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
@@ -19,10 +16,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .data import DATASETS
 from .errors import UserError
-from .models import MODELS
+from .models import ARCHITECTURES, MODELS
+from .trial import Trial
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SPACES_DIR = REPO_ROOT / "search_spaces"
+
+
+def _spaces_dir() -> Path:
+    """``search_spaces/`` of a checkout (or an editable install), else the installed package data."""
+    here = REPO_ROOT / "search_spaces"
+    if here.is_dir():
+        return here
+    from importlib.resources import files
+
+    return Path(str(files("harness.search_spaces")))
+
+
+SPACES_DIR = _spaces_dir()
 DEFAULT_SPACE = "quick"
 
 ArchitectureName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
@@ -62,10 +72,12 @@ class Training(BaseModel):
     train_limit: Optional[int] = Field(None, ge=1)
     test_limit: Optional[int] = Field(None, ge=1)
     # Fast-path switches: each changes numerics (bf16 a lot, the others at rounding level), so all are off
-    # by default and a trial's identity covers them only when switched on (see ``trial_id``).
+    # by default and a trial's identity covers them only when switched on (see ``harness.trial.identity_training``).
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast the forward pass to bfloat16")
     channels_last: bool = Field(False, description="model and inputs in channels-last memory format")
     compile: bool = Field(False, description="torch.compile the model (compiles once per trial)")
+    stack: Optional[int] = Field(None, ge=1, description="seeds trained at once as one vmapped model "
+                                 "(default: per device); never part of a seed's identity")
 
     @model_validator(mode="after")
     def _one_loc_lr(self):
@@ -178,10 +190,8 @@ class SearchSpace(BaseModel):
     def _tunable_architectures(self):
         if self.tune is None:
             return self
-        from .models import build_model, localization_parameters
-
         names = self.tune.architectures if self.tune.architectures is not None else self.architectures
-        with_stn = [a for a in names if localization_parameters(build_model(a, (3, 64, 64), 10))]
+        with_stn = [a for a in names if ARCHITECTURES[a].localization]
         if self.tune.architectures is not None and len(with_stn) != len(names):
             bad = sorted(set(names) - set(with_stn))
             raise ValueError(f"tune.architectures: {', '.join(bad)} has no localization network to tune; "
@@ -197,7 +207,7 @@ class SearchSpace(BaseModel):
     @model_validator(mode="after")
     def _known_model_options(self):
         for arch, options in self.model_options.items():
-            allowed = [p for p in inspect.signature(MODELS[arch]).parameters if p not in ("in_shape", "num_classes")]
+            allowed = ARCHITECTURES[arch].options
             unknown = sorted(set(options) - set(allowed))
             if unknown:
                 raise ValueError(f"model_options.{arch}: unknown option {unknown[0]!r}; allowed: {', '.join(allowed) or 'none'}")
@@ -208,12 +218,12 @@ class SearchSpace(BaseModel):
         override = self.datasets[dataset].model_dump(exclude_none=True)
         return Training.model_validate({**self.training.model_dump(), **override})
 
-    def trials(self, tuned: dict[tuple[str, str], dict] | None = None) -> list[dict]:
-        """The grid architecture × dataset × seed as plain trial configs.
+    def trials(self, tuned: dict[tuple[str, str], dict] | None = None) -> list[Trial]:
+        """The grid architecture × dataset × seed, one single-seed ``Trial`` each (grouped into stacks later,
+        once finished seeds are set aside).
 
         ``tuned`` maps (architecture, dataset) to ``{"study": name, "params": {...}}`` from the tuning
-        stage; those trials train with the tuned values (a different trial identity) and say where
-        the values came from.
+        stage; those trials train with the tuned values (a different identity) and say where they came from.
         """
         out = []
         for dataset in self.datasets:
@@ -223,35 +233,19 @@ class SearchSpace(BaseModel):
                 tuning = (tuned or {}).get((architecture, dataset))
                 cell = {**hyper, **tuning["params"]} if tuning else hyper
                 for seed in training.seed_list():
-                    trial = {
-                        "architecture": architecture,
-                        "dataset": dataset,
-                        "seed": seed,
-                        "model_options": dict(self.model_options.get(architecture, {})),
-                        "training": dict(cell),
-                    }
-                    trial["trial_id"] = trial_id(trial)
-                    if tuning:
-                        trial["tuning"] = {"study": tuning["study"], "params": dict(tuning["params"])}
-                    out.append(trial)
+                    out.append(Trial(architecture=architecture, dataset=dataset, seeds=(seed,), training=dict(cell),
+                                     model_options=dict(self.model_options.get(architecture, {})),
+                                     study=tuning["study"] if tuning else None,
+                                     tuned=dict(tuning["params"]) if tuning else None))
         return out
 
-
-FAST_PATH_DEFAULTS = {"precision": "fp32", "channels_last": False, "compile": False}
-
-
-def identity_training(training: dict) -> dict:
-    """The training settings that identify a result: switches at their defaults are left out, so adding a
-    switch keeps the identities (trial ids, study names) of everything that does not use it."""
-    return {k: v for k, v in training.items() if not (k in FAST_PATH_DEFAULTS and v == FAST_PATH_DEFAULTS[k])}
+    def stack_sizes(self, device: str) -> dict[str, int]:
+        """Seeds per Tune trial for each dataset: ``stack`` where the space sets it, else the device's default."""
+        return {d: self.training_for(d).stack or DEFAULT_STACK[device] for d in self.datasets}
 
 
-def trial_id(trial: dict) -> str:
-    """Stable identity: a hash of what determines the trial's result."""
-    key = {k: trial[k] for k in ("architecture", "dataset", "seed", "model_options", "training")}
-    key["training"] = identity_training(key["training"])
-    blob = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+# Seeds stacked into one vmapped trial when the space does not say (``Training.stack``), per device kind.
+DEFAULT_STACK = {"cpu": 1, "cuda": 1}
 
 
 def resolve_space_path(space: str | Path | None) -> Path:
@@ -267,26 +261,35 @@ def resolve_space_path(space: str | Path | None) -> Path:
     raise UserError(f"--space: no search space named {space!r}; allowed: a YAML path or one of {', '.join(names)}")
 
 
-def load_space(space: str | Path | None = None) -> tuple[SearchSpace, str]:
-    """Read and validate a search space; return it with its YAML text (kept as provenance)."""
+def load_space(space: str | Path | None = None, overrides: list[str] | tuple = ()) -> tuple[SearchSpace, str]:
+    """Read and validate a search space, ``--set KEY=VALUE`` overrides applied first; return it with its
+    YAML text (kept as provenance; the overrides are recorded beside it)."""
     path = resolve_space_path(space)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as e:
         raise UserError(f"--space: cannot read {path}: {e.strerror}") from None
-    return parse_space(text, source=str(path)), text
+    try:
+        text = data.decode("utf-8")  # strict: a binary file is refused here, not half-parsed
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a text YAML file (byte {e.start} is not UTF-8)") from None
+    return parse_space(text, source=str(path), overrides=overrides), text
 
 
-def parse_space(text: str, source: str = "<search space>") -> SearchSpace:
+def parse_space(text: str, source: str = "<search space>", overrides: list[str] | tuple = ()) -> SearchSpace:
     try:
         raw = yaml.safe_load(text)
+    except yaml.reader.ReaderError as e:  # control characters: binary data that happens to decode
+        raise UserError(f"{source}: not a text YAML file (character #x{e.character:04x} at position {e.position})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise UserError(f"{source}: malformed YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
-        raise UserError(f"{source}: expected a mapping of keys (name, architectures, datasets, ...), got {type(raw).__name__}")
+        got = "an empty file" if raw is None else f"a YAML {type(raw).__name__}"
+        raise UserError(f"{source}: not a text YAML file of a mapping (name, architectures, datasets, ...); got {got}")
+    raw = apply_overrides(raw, overrides)
     try:
         space = SearchSpace.model_validate(raw)
         for dataset in space.datasets:
@@ -297,6 +300,41 @@ def parse_space(text: str, source: str = "<search space>") -> SearchSpace:
     except ValidationError as e:
         raise UserError(f"{source}: {format_errors(e, SearchSpace)}") from None
     return space
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=VALUE`` → (["a", "b", "c"], VALUE parsed as a YAML scalar or flow collection)."""
+    key, sep, value = text.partition("=")
+    path = [p.strip() for p in key.split(".")]
+    if not sep or not all(path):
+        raise UserError(f"--set {text}: expected KEY=VALUE with a dotted key, e.g. training.epochs=1")
+    try:
+        return path, yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        raise UserError(f"--set {text}: the value is not a YAML scalar or flow list/mapping") from None
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple) -> dict:
+    """The space with each ``--set`` applied, before validation: an unknown key or a bad value then fails
+    exactly as it would in the YAML. A dataset the space does not train cannot be added this way."""
+    import copy
+
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for depth, part in enumerate(path[:-1]):
+            if path[:depth] == ["datasets"] and part not in (node or {}):
+                known = ", ".join(node or {}) or "none"
+                raise UserError(f"--set {text}: datasets.{part} is not in the space; allowed: {known}")
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"--set {text}: {'.'.join(path[:depth + 1])} is not a mapping")
+            node = child
+        node[path[-1]] = value
+    return raw
 
 
 def format_errors(error: ValidationError, model: type[BaseModel], prefix: tuple = ()) -> str:

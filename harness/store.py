@@ -7,7 +7,11 @@ Layout (``SCHEMA_VERSION`` in ``store.json``)::
     trials/<trial_id>.parquet   one row per finished trial (complete, diverged or error)
     runs/<run_id>.parquet       one row per benchmark invocation: search space, provenance
     checkpoints/<trial_id>.pt   the best-validation weights of each finished trial
-    resume/<trial_id>.json      where the trial's latest Ray Tune checkpoint is, for a rerun to resume from
+    resume/<trial_key>.json     where the trial's latest Ray Tune checkpoint is, for a rerun to resume from
+    ray/                        Ray Tune's experiment directories (unless --storage-path points elsewhere)
+    optuna/studies.db           the tuning stage's Optuna studies (SQLite)
+    wandb/                      W&B's run files (offline runs: wandb/wandb/offline-run-*)
+    .lock                       held by the one driver writing here
 
 One file per trial keeps writes small and makes duplicates impossible by
 construction: a trial's epoch file is only ever replaced by a superset of itself
@@ -21,7 +25,6 @@ second driver out while one is writing.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import uuid
@@ -35,10 +38,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .errors import UserError
+from .trial import FINISHED
 
 SCHEMA_VERSION = 1
 TMP_PREFIX = ".tmp-"
-FINISHED = ("complete", "diverged", "stopped")  # a rerun skips these; "error" is retried on request
 
 _ID = [("trial_id", pa.string()), ("run_id", pa.string()), ("architecture", pa.string()),
        ("dataset", pa.string()), ("seed", pa.int64())]
@@ -65,6 +68,7 @@ TRIALS = pa.schema(_ID + [
     ("num_params", pa.int64()), ("restarts", pa.int64()),
     ("train_time_s", pa.float64()), ("eval_time_s", pa.float64()),
     ("config_json", pa.string()),
+    ("stack", pa.int64()),  # seeds trained together in one vmapped model (1: alone); a fast-path setting
     ("hostname", pa.string()), ("node_ip", pa.string()), ("node_id", pa.string()),
     ("device", pa.string()), ("cpu_model", pa.string()), ("gpu_model", pa.string()),
     ("git_commit", pa.string()), ("git_dirty", pa.bool_()),
@@ -77,11 +81,20 @@ RUNS = pa.schema([
     ("run_id", pa.string()), ("space", pa.string()), ("space_yaml", pa.string()),
     ("command", pa.string()), ("address", pa.string()),
     ("trials_total", pa.int64()), ("trials_skipped", pa.int64()),
+    ("planned_json", pa.string()),  # [{trial_id, architecture, dataset, seed}] every seed this invocation planned
+    ("overrides_json", pa.string()),  # the --set KEY=VALUE overrides applied to the space
+    ("data_dir", pa.string()),  # the data directory the run read (absolute), for the report's figures
     ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
     ("provenance_json", pa.string()),
 ])
 
 TABLES = {"epochs": EPOCHS, "trials": TRIALS, "runs": RUNS}
+OTHER_ENTRIES = ("checkpoints", "resume", "ray", "optuna", "wandb", ".lock")
+# Columns added to a table after SCHEMA_VERSION 1 went out: files written before may lack them (the reader
+# fills them with nulls), so they are not damage. A column added later goes here, or SCHEMA_VERSION goes up.
+ADDED_COLUMNS: dict[str, set[str]] = {"epochs": set(), "trials": {"stack"},
+                                      "runs": {"planned_json", "overrides_json", "data_dir"}}
+VERIFY_HINT = "python -m harness.store verify"
 
 
 def now() -> datetime:
@@ -102,8 +115,9 @@ class ResultsStore:
         return store
 
     @classmethod
-    def check(cls, root: str | os.PathLike, must_exist: bool = False) -> "ResultsStore":
-        """Everything that can be said about ``root`` without writing to it."""
+    def check(cls, root: str | os.PathLike, must_exist: bool = False, damage: bool = True) -> "ResultsStore":
+        """Everything that can be said about ``root`` without writing to it; with ``damage``, an existing
+        store with any file the run would choke on (see ``find_damage``) is refused, naming the first one."""
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise UserError(f"--results-dir: {root} is a file, not a directory; pass a directory path")
@@ -112,7 +126,8 @@ class ResultsStore:
             try:
                 version = json.loads(manifest.read_text())["schema_version"]
             except (ValueError, KeyError, TypeError, OSError):
-                raise UserError(f"--results-dir: {manifest} is unreadable or corrupt; restore it or use another directory") from None
+                raise UserError(f"--results-dir: {manifest} is unreadable or corrupt; restore it from a copy "
+                                "or use another directory") from None
             if version != SCHEMA_VERSION:
                 raise UserError(
                     f"--results-dir: {root} holds a results store of schema version {version}; this stbench "
@@ -120,12 +135,19 @@ class ResultsStore:
                 )
         elif must_exist:
             raise UserError(f"{root} is not a results store (no store.json); run the benchmark first or pass the right directory")
-        elif root.exists() and any(p.name not in (*TABLES, "checkpoints", "resume", "ray") for p in root.iterdir()):
+        elif root.exists() and any(p.name not in (*TABLES, *OTHER_ENTRIES) for p in root.iterdir()):
             raise UserError(f"--results-dir: {root} is a non-empty directory that is not a results store; "
                             "pass a new or empty directory, or an existing store")
         parent = next((p for p in (root, *root.parents) if p.exists()), None)
         if parent is None or not os.access(parent, os.W_OK):
             raise UserError(f"--results-dir: {root} is not writable; choose a directory you can write to")
+        if damage and manifest.exists():
+            found = find_damage(root)
+            if found:
+                path, reason = found[0]
+                more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+                raise UserError(f"results store {root}: {path} {reason}{more}; move it aside or run "
+                                f"`{VERIFY_HINT} {root}`")
         return cls(root)
 
     def create(self) -> None:
@@ -141,6 +163,22 @@ class ResultsStore:
                     {"schema_version": SCHEMA_VERSION, "created_at": now().isoformat()}, indent=2).encode())
         except OSError as e:
             raise UserError(f"--results-dir: {root} is not writable ({e.strerror}); choose a directory you can write to") from None
+
+    # -- every path under the results directory comes from here -------------------------------
+    @property
+    def ray_dir(self) -> Path:
+        """Ray Tune's default storage (absolute: trials may run in other working directories)."""
+        return self.root.resolve() / "ray"
+
+    @property
+    def wandb_dir(self) -> Path:
+        return self.root.resolve() / "wandb"
+
+    def optuna_url(self) -> str:
+        """The SQLite storage of the tuning stage's Optuna studies (created on first use)."""
+        path = self.root.resolve() / "optuna" / "studies.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
 
     def lock(self) -> "StoreLock":
         """Exclusive writer lock for a benchmark run; released by the kernel if the process dies."""
@@ -174,8 +212,10 @@ class ResultsStore:
     def put_checkpoint(self, trial_id: str, data: bytes) -> None:
         self._atomic_write_bytes(self.checkpoint_path(trial_id), data)
 
-    def put_resume(self, trial_id: str, checkpoint_uri: str, epoch: int | None) -> None:
-        blob = json.dumps({"checkpoint": checkpoint_uri, "epoch": epoch, "at": now().isoformat()})
+    def put_resume(self, trial_id: str, checkpoint_uri: str, epoch: int | None, members: list[str] | None = None) -> None:
+        """``trial_id``: the Tune trial's key (a seed's id, or a stack's); ``members``: the seed ids it trains."""
+        blob = json.dumps({"checkpoint": checkpoint_uri, "epoch": epoch, "at": now().isoformat(),
+                           "members": members or [trial_id]})
         self._atomic_write_bytes(self.root / "resume" / f"{trial_id}.json", blob.encode())
 
     def resume_points(self) -> dict[str, str]:
@@ -185,7 +225,7 @@ class ResultsStore:
             try:
                 out[path.stem] = json.loads(path.read_text())["checkpoint"]
             except (ValueError, KeyError, OSError):
-                continue  # a damaged pointer only costs a restart from scratch
+                continue  # refused by check() before a run; a reader elsewhere just skips it
         return out
 
     def _write_table(self, table: str, name: str, rows: list[dict]) -> None:
@@ -246,28 +286,26 @@ def _atomic(target: Path, fault_point: bool = False):
 
 
 class StoreLock:
+    """An exclusive, non-blocking writer lock (``filelock``: portable; released by the OS if the process dies)."""
+
     def __init__(self, path: Path):
+        from filelock import FileLock
+
         self.path = path
-        self._fd: int | None = None
+        self._lock = FileLock(str(path), timeout=0)
 
     def __enter__(self) -> "StoreLock":
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        from filelock import Timeout
+
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "another process"
-            os.close(self._fd)
-            raise UserError(f"--results-dir: {self.path.parent} is being written by another benchmark ({holder}); "
+            self._lock.acquire()
+        except Timeout:
+            raise UserError(f"--results-dir: {self.path.parent} is being written by another benchmark; "
                             "wait for it or use another --results-dir") from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"pid {os.getpid()}".encode(), 0)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        self._lock.release()
 
 
 _writes = 0
@@ -312,6 +350,92 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def find_damage(root: str | os.PathLike) -> list[tuple[str, str]]:
+    """Every file of the store a run or a report would fail on or misread, as (path relative to root, reason).
+
+    Reads only Parquet footers and resume pointers, so it is cheap enough to run before every run; it
+    never changes anything. Hidden files (the atomic writer's ``.tmp-*`` partials) are left to
+    ``sweep_partials``. Found damage: a Parquet file that is empty, cut short or not Parquet at all;
+    one whose columns are not its table's (another schema, another table's file); a stray file or folder
+    in a table folder (the table reader would try to parse it); a resume pointer that is not JSON
+    naming a checkpoint; a pointer of an unfinished trial to a local checkpoint that no longer exists
+    (a moved results directory or a wrong --storage-path: resuming is impossible, and restarting from
+    scratch would replace the epoch rows stored so far, so the user decides by moving the pointer aside).
+    """
+    root = Path(root)
+    damage: list[tuple[str, str]] = []
+    trial_files: list[Path] = []  # the readable ones: they say which trials are finished
+    for table, schema in TABLES.items():
+        directory = root / table
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.iterdir()):
+            rel = str(path.relative_to(root))
+            if path.name.startswith((".", "_")):
+                continue  # hidden: skipped by the table reader
+            if path.suffix != ".parquet" or not path.is_file():
+                damage.append((rel, "is not a Parquet file of this table (a stray file)"))
+                continue
+            reason = _parquet_damage(path, schema, ADDED_COLUMNS[table])
+            if reason:
+                damage.append((rel, reason))
+            elif table == "trials":
+                trial_files.append(path)
+    finished = None
+    for path in sorted((root / "resume").glob("*.json")) if (root / "resume").is_dir() else []:
+        rel = str(path.relative_to(root))
+        try:
+            pointer = json.loads(path.read_bytes().decode("utf-8"))
+            uri = pointer["checkpoint"]
+            if not isinstance(uri, str) or not uri:
+                raise TypeError
+        except (ValueError, KeyError, TypeError, OSError):
+            damage.append((rel, "is an unreadable resume pointer (not JSON naming a checkpoint)"))
+            continue
+        local = uri.removeprefix("file://")
+        if "://" in local or path.stem.startswith("tune-"):
+            continue  # remote storage is not probed here; tuning trials never resume from a pointer
+        if finished is None:
+            finished = {row["trial_id"] for p in trial_files
+                        for row in pq.read_table(p, columns=["trial_id", "status"]).to_pylist()
+                        if row["status"] in FINISHED}
+        members = pointer.get("members") or [path.stem]  # a seed-stacked trial points for all its seeds
+        if not set(members) <= finished and not Path(local).exists():
+            shown = os.path.relpath(local, root) if Path(local).is_relative_to(root.resolve()) else local
+            damage.append((rel, f"points at checkpoint {shown}, which no longer exists"))
+    return damage
+
+
+def _parquet_damage(path: Path, schema: pa.Schema, added: set[str]) -> str | None:
+    """Why ``path`` cannot serve as a file of the table with ``schema``, or None."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(max(size - 4, 0))
+            tail = f.read(4)
+    except OSError as e:
+        return f"is unreadable ({e.strerror})"
+    if size == 0:
+        return "is unreadable (zero-byte file)"
+    if head != b"PAR1":
+        return "is unreadable (not a Parquet file)"
+    if tail != b"PAR1":
+        return "is unreadable (truncated Parquet file)"
+    try:
+        found = pq.read_schema(path)
+    except Exception as e:  # pyarrow raises several types for a bad footer
+        return f"is unreadable (corrupt Parquet footer: {type(e).__name__})"
+    missing = [n for n in schema.names if n not in found.names and n not in added]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        return f"has another schema (no column {shown})"
+    wrong = [f.name for f in schema if f.name in found.names
+             and found.field(f.name).type not in (f.type, pa.null())]
+    if wrong:
+        return f"has another schema (column {wrong[0]} is {found.field(wrong[0]).type}, not {schema.field(wrong[0]).type})"
+    return None
+
 
 def verify(root: str | os.PathLike) -> tuple[list[str], dict]:
     """Check a store's integrity: schema, one row per trial × epoch with no gaps, no orphaned partial files.
@@ -321,21 +445,10 @@ def verify(root: str | os.PathLike) -> tuple[list[str], dict]:
     root = Path(root)
     problems: list[str] = []
     try:
-        store = ResultsStore.open(root, create=False)
+        store = ResultsStore.check(root, must_exist=True, damage=False)
     except UserError as e:
         return [str(e)], {}
-    for table, schema in TABLES.items():
-        for path in sorted((root / table).glob("*.parquet")):
-            if path.name.startswith(TMP_PREFIX):
-                continue
-            try:
-                found = pq.read_schema(path)
-            except Exception as e:  # unreadable Parquet: name the file and move on
-                problems.append(f"{path}: unreadable ({type(e).__name__})")
-                continue
-            missing = [n for n in schema.names if n not in found.names]
-            if missing:
-                problems.append(f"{path}: missing columns {', '.join(missing)}")
+    problems += [f"{root / path}: {reason}" for path, reason in find_damage(root)]
     orphans = sorted(p for p in root.rglob(f"{TMP_PREFIX}*") if "ray" not in p.relative_to(root).parts)
     problems += [f"{p}: orphaned partial file (a write was interrupted; safe to delete)" for p in orphans]
     if problems:

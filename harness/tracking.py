@@ -1,7 +1,6 @@
-"""Weights & Biases: one W&B run per trial, through Ray Tune's own ``WandbLoggerCallback``.
+"""Weights & Biases: one W&B run per trial, all written by one logging actor of the driver's node.
 
-Tune logs each trial from a small actor process, so W&B never runs inside a
-trial. On top of Tune's callback this adds what a benchmark needs: runs grouped
+W&B never runs inside a trial, nor in the driver's own loop. What a benchmark needs: runs grouped
 by benchmark run and tagged by architecture, dataset and seed; offline by
 default (no account, no network; runs land under the results directory); and
 failure isolation: whatever W&B does (no network, bad credentials, an
@@ -18,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ray import tune
+
+from .trial import Stage, Trial
+
 DEFAULT_PROJECT = "stbench"
-MODES = ("offline", "online", "disabled")
 
 
 @dataclass(frozen=True)
@@ -63,133 +65,194 @@ def warn(message: str) -> None:
     print(f"stbench: warning: {redact(message)}", file=sys.stderr, flush=True)
 
 
-def wandb_dir(results_dir: Path) -> Path:
-    return Path(results_dir).resolve() / "wandb"
-
-
-def make_callback(settings: WandbSettings, results_dir: Path, group: str, job_type: str = "benchmark"):
-    """The Tune callback for ``settings``, or None when W&B is disabled or cannot even be set up."""
+def make_callback(settings: WandbSettings, directory: Path, group: str, job_type: str = "benchmark"):
+    """The Tune callback for ``settings`` writing under ``directory`` (the store's ``wandb/``), or None when
+    W&B is disabled or cannot even be set up."""
     mode = effective_mode(settings)
     if mode == "disabled":
         return None
     try:
-        directory = wandb_dir(results_dir)
+        import wandb  # noqa: F401 - fail here, once, if W&B is missing or broken
+
         directory.mkdir(parents=True, exist_ok=True)
-        return _callback_class()(
-            project=settings.project, group=group, excludes=["resume"], upload_timeout=int(settings.upload_timeout_s),
-            entity=settings.entity, mode=mode, dir=str(directory), job_type=job_type, reinit="finish_previous",
-            settings={"init_timeout": settings.init_timeout_s, "silent": True, "console": "off"},
-        )
+        return WandbCallback(settings, mode, directory, group, job_type)
     except Exception as e:  # wandb missing or broken: the benchmark does not depend on it
         warn(f"W&B logging is off for this run: {type(e).__name__}: {e}")
         return None
 
 
-def _callback_class():
-    import ray
-    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+def run_labels(trial: Trial, tune_trial_id: str, group: str | None) -> dict:
+    """W&B name, tags and group of one Tune trial's run."""
+    tags = [trial.architecture, trial.dataset, *(f"seed={s}" for s in trial.seeds)]
+    if trial.stage is Stage.TUNE:
+        return {"name": f"{trial.name}-{tune_trial_id}", "group": f"{group}-tune-{trial.study_key}",
+                "tags": ["tune", f"study={trial.study}", *tags]}
+    return {"name": trial.name, "tags": tags, "group": group}
 
-    class QuietLoggingActor(_WandbLoggingActor):
-        """Tune's logging actor, returning what went wrong instead of raising it: a raised error would be
-        printed as a traceback in the driver's console, and the driver reports it in one line instead."""
 
-        def run(self):
-            try:
-                super().run()
-            except BaseException as e:  # noqa: BLE001 - whatever W&B raises stays inside this process
-                lines = str(e).strip().splitlines()
-                return redact(f"{type(e).__name__}: {lines[0] if lines else ''}")
-            finally:
-                # Tune kills this actor as soon as run() returns; W&B's service process may still be writing
-                # the run (offline: its .wandb file), so wait for it to shut down first.
-                try:
-                    self._wandb.teardown()
-                except Exception:  # noqa: BLE001 - nothing left to save
-                    pass
+# Tune's bookkeeping in every result, not a metric of the trial.
+NOT_LOGGED = {"config", "done", "should_checkpoint", "trial_id", "date", "timestamp", "pid", "hostname", "node_ip",
+              "node_id", "trial_key", "checkpoint_dir_name", "experiment_tag", "time_since_restore",
+              "iterations_since_restore", "timesteps_since_restore"}
+
+
+def loggable(result: dict, prefix: str = "") -> dict:
+    """A Tune result as W&B history: nested dicts flattened with '/', numbers only, bookkeeping left out."""
+    out = {}
+    for key, value in result.items():
+        if not prefix and key in NOT_LOGGED:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(loggable(value, f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = value
+    return out
+
+
+class WandbCallback(tune.Callback):
+    """A W&B run per Tune trial, all written by ONE logging actor for the whole invocation.
+
+    Tune's own ``WandbLoggerCallback`` starts two actor processes per trial (a logger and its queue), each
+    with its own W&B service: on a small machine that costs a share of a core per trial. Here every call is
+    fire-and-forget to one actor holding concurrent runs (``reinit="create_new"``), so the driver never
+    waits on W&B during the run; at the end it waits, up to ``upload_timeout_s``, for the actor to finish
+    every run, and reports what went wrong in one warning. Whatever W&B does, the benchmark goes on.
+    """
+
+    def __init__(self, settings: WandbSettings, mode: str, directory: Path, group: str, job_type: str):
+        self.settings, self.mode, self.directory, self.group, self.job_type = settings, mode, directory, group, job_type
+        self.writer = None
+        self.failed = False
+        self.started: set[str] = set()
+
+    def _guard(self, hook: str, fn, *args):
+        if self.failed:
+            return None
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001 - W&B is never the reason a benchmark fails
+            self.failed = True
+            warn(f"W&B logging stopped ({hook}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                 "the benchmark goes on and the results store is complete")
             return None
 
-    class StbenchWandbCallback(WandbLoggerCallback):
-        """Tune's W&B callback with per-trial names and tags, and every driver-side hook made harmless."""
-
-        _logger_actor_cls = QuietLoggingActor
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.failed = False
-            self.lost_trials: set[str] = set()
-
-        def _guard(self, hook: str, fn, *args, **kwargs):
-            if self.failed:
-                return None
-            try:
-                return fn(*args, **kwargs)
-            except Exception as e:
-                self.failed = True
-                warn(f"W&B logging stopped ({hook}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                     "the benchmark goes on and the results store is complete")
-                return None
-
-        def setup(self, *args, **kwargs):
-            # Tune asks for an API key unless WANDB_MODE says offline; offline needs none.
-            saved = os.environ.get("WANDB_MODE")
-            if self.kwargs.get("mode") == "offline":
-                os.environ["WANDB_MODE"] = "offline"
-            try:
-                self._guard("setup", super().setup, *args, **kwargs)
-                self._guard("setup", self._make_logger_class)
-            finally:
-                if saved is None:
-                    os.environ.pop("WANDB_MODE", None)
-                else:
-                    os.environ["WANDB_MODE"] = saved
-
-        def _make_logger_class(self):
-            """Tune's logging actor, given every WANDB_* setting of the driver (Tune forwards only the key)."""
-            from ray.air.integrations.wandb import _force_on_current_node
+    def _writer(self):
+        if self.writer is None:
+            import ray
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX) and k not in NOT_FORWARDED}
-            self._remote_logger_class = ray.remote(
-                num_cpus=0, **_force_on_current_node(), runtime_env={"env_vars": env},
-                max_restarts=-1, max_task_retries=-1,
-            )(self._logger_actor_cls)
+            env.setdefault("WANDB_SILENT", "true")  # its console lines would reach the driver's output
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+            self.writer = ray.remote(num_cpus=0, max_restarts=0, scheduling_strategy=here,
+                                     runtime_env={"env_vars": env})(RunWriter).remote()
+        return self.writer
 
-        def log_trial_start(self, trial):
-            t = trial.config["trial"]
-            base = self.kwargs
-            self.kwargs = {**base, "name": f"{t['architecture']}-{t['dataset']}-s{t['seed']}",
-                           "tags": [t["architecture"], t["dataset"], f"seed={t['seed']}"]}
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._guard("trial start", self._start, trial)
+
+    def _start(self, trial):
+        if trial.trial_id in self.started:  # a retried trial goes on logging to its run
+            return
+        self.started.add(trial.trial_id)
+        t = Trial.from_config(trial.config)
+        config = {k: v for k, v in trial.config.items() if k not in ("resume",)}
+        config["trial"] = {**config["trial"], "ids": {str(s): i for s, i in t.ids.items()}}
+        kwargs = dict(id=trial.trial_id, project=self.settings.project, entity=self.settings.entity, mode=self.mode,
+                      dir=str(self.directory), job_type=self.job_type, config=config, allow_val_change=True,
+                      **run_labels(t, trial.trial_id, self.group))
+        settings = {"init_timeout": self.settings.init_timeout_s, "silent": True, "console": "off"}
+        self._writer().start.remote(trial.trial_id, str(trial), kwargs, settings)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.writer is not None:
+            one_seed = len((result.get("per_seed") or {})) <= 1
+            metrics = loggable({k: v for k, v in result.items() if not (one_seed and k == "per_seed")})
+            self._guard("result", lambda: self.writer.log.remote(trial.trial_id, metrics))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if self.writer is not None:
+            self._guard("trial end", lambda: self.writer.finish.remote(trial.trial_id, 0))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        if self.writer is not None:
+            self._guard("trial end", lambda: self.writer.finish.remote(trial.trial_id, 1))
+
+    def on_experiment_end(self, trials, **info):
+        if self.writer is not None:
+            self._guard("experiment end", self._close)
+
+    def _close(self):
+        import ray
+
+        writer, self.writer = self.writer, None
+        try:
+            errors = ray.get(writer.close.remote(), timeout=self.settings.upload_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            errors = {"": f"W&B did not finish writing within {self.settings.upload_timeout_s:.0f} s"}
+        except ray.exceptions.RayError as e:  # the logging process itself died
+            errors = {"": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"}
+        finally:
+            ray.kill(writer)
+        if errors:
+            name, cause = next(iter(errors.items()))
+            warn(f"W&B logging failed for trial {name or '(all)'} ({cause}); the benchmark goes on, the results "
+                 f"store is complete" + (f"; {len(errors) - 1} more W&B failure(s) of this run not shown" if len(errors) > 1 else ""))
+
+
+class RunWriter:
+    """The logging actor: concurrent W&B runs in one process. Errors are collected, never raised, so a
+    W&B problem is reported once by the driver instead of as a traceback from an actor. After a run fails
+    to start, later runs are not attempted (an unreachable server would cost ``init_timeout`` each)."""
+
+    def __init__(self):
+        import logging
+
+        logging.getLogger("wandb").setLevel(logging.ERROR)
+        self.runs: dict = {}
+        self.names: dict[str, str] = {}
+        self.errors: dict[str, str] = {}
+
+    def _failed(self, key: str, e: BaseException) -> None:
+        lines = str(e).strip().splitlines()
+        self.errors.setdefault(self.names.get(key, key), redact(f"{type(e).__name__}: {lines[0] if lines else ''}"))
+
+    def start(self, key: str, name: str, kwargs: dict, settings: dict) -> None:
+        import wandb
+
+        self.names[key] = name
+        if self.errors:
+            self.errors.setdefault(name, "not started after an earlier W&B failure")
+            return
+        try:
+            self.runs[key] = wandb.init(reinit="create_new", settings=wandb.Settings(**settings), **kwargs)
+        except BaseException as e:  # noqa: BLE001 - stays inside this process
+            self._failed(key, e)
+
+    def log(self, key: str, metrics: dict) -> None:
+        run = self.runs.get(key)
+        if run is not None:
             try:
-                return self._guard("trial start", super().log_trial_start, trial)
-            finally:
-                self.kwargs = base
+                run.log(metrics)
+            except BaseException as e:  # noqa: BLE001
+                self._failed(key, e)
 
-        def log_trial_result(self, iteration, trial, result):
-            return self._guard("result", super().log_trial_result, iteration, trial, result)
+    def finish(self, key: str, exit_code: int) -> None:
+        run = self.runs.pop(key, None)
+        if run is not None:
+            try:
+                run.finish(exit_code=exit_code)
+            except BaseException as e:  # noqa: BLE001
+                self._failed(key, e)
 
-        def log_trial_save(self, trial):
-            return self._guard("checkpoint", super().log_trial_save, trial)
+    def close(self) -> dict[str, str]:
+        for key in list(self.runs):
+            self.finish(key, 1)  # trials the driver never saw end
+        try:
+            import wandb
 
-        def log_trial_end(self, trial, failed=False):
-            return self._guard("trial end", super().log_trial_end, trial, failed)
-
-        def on_experiment_end(self, trials, **info):
-            self._guard("experiment end", super().on_experiment_end, trials, **info)
-
-        def _cleanup_logging_actors(self, timeout: int = 0, kill_on_timeout: bool = False):
-            # Tune drops a logging actor's outcome; read it, so a W&B failure is reported once, not hidden.
-            futures = list(self._trial_logging_futures.values())
-            done, _ = ray.wait(futures, num_returns=len(futures), timeout=timeout)
-            for future in done:
-                trial = self._logging_future_to_trial[future]
-                try:
-                    cause = ray.get(future)  # None, or what went wrong inside the logging actor
-                except Exception as e:  # the actor process itself died
-                    cause = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-                if cause:
-                    if not self.lost_trials:
-                        warn(f"W&B logging failed for trial {trial} ({cause}); the benchmark goes on, the results "
-                             "store is complete, and further W&B failures of this run are not repeated")
-                    self.lost_trials.add(str(trial))
-            super()._cleanup_logging_actors(timeout=0, kill_on_timeout=kill_on_timeout)  # already waited above
-
-    return StbenchWandbCallback
+            wandb.teardown()  # wait for W&B's service to write everything (offline: the .wandb files)
+        except BaseException as e:  # noqa: BLE001
+            self.errors.setdefault("", redact(f"{type(e).__name__}: {e}"))
+        return self.errors

@@ -31,6 +31,7 @@ import torch
 from .data import DATASETS, ImageSplits
 from .data.base import tensor_batches
 from .models import build_model, count_parameters, localization_parameters
+from .trial import Trial, effective_loc_lr
 
 EVAL_BATCH = 1000
 STATE_FILE = "state.pt"
@@ -40,11 +41,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def effective_loc_lr(training: dict) -> float:
-    """The localization network's learning rate: absolute ``loc_lr``, else ``loc_lr_mult`` × lr, else lr."""
-    return training.get("loc_lr") or training["lr"] * (training.get("loc_lr_mult") or 1.0)
 
 
 def build_optimizer(model: torch.nn.Module, training: dict) -> torch.optim.Optimizer:
@@ -65,16 +61,19 @@ def build_optimizer(model: torch.nn.Module, training: dict) -> torch.optim.Optim
 
 
 class Trainer:
-    def __init__(self, trial: dict, splits: ImageSplits, device: torch.device | str = "cpu", test: bool = True):
+    """One seed of one trial (``trial.seeds`` has exactly one seed)."""
+
+    def __init__(self, trial: Trial, splits: ImageSplits, device: torch.device | str = "cpu", test: bool = True):
         self.test = test  # tuning trials never look at the test set
         self.trial = trial
-        self.training = trial["training"]
+        self.seed = trial.seed
+        self.training = trial.training
         self.splits = splits
         self.task = splits.task  # loss and accuracy: classification or regression
         self.device = torch.device(device)
-        seed_everything(trial["seed"])
-        self.model = build_model(trial["architecture"], splits.in_shape, splits.num_classes,
-                                 **trial.get("model_options", {})).to(self.device)
+        seed_everything(self.seed)
+        self.model = build_model(trial.architecture, splits.in_shape, splits.num_classes,
+                                 **trial.model_options).to(self.device)
         self._setup_fast_path()
         self.optimizer = build_optimizer(self.model, self.training)
         self.num_params = count_parameters(self.model)
@@ -110,14 +109,20 @@ class Trainer:
             "epoch": self.epoch, "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "best_state": self.best_state, "rng_cpu": torch.get_rng_state(),
-            "last_metrics": self.last_metrics,
-            "model_spec": {"architecture": self.trial["architecture"], "in_shape": list(self.splits.in_shape),
-                           "num_classes": self.splits.num_classes, "classes": list(self.splits.classes),
-                           "model_options": self.trial.get("model_options", {})},
+            "last_metrics": self.last_metrics, "model_spec": self.model_spec,
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         return state
+
+    @property
+    def model_spec(self) -> dict:
+        """What rebuilds the model from saved weights (``analysis.checkpoints``)."""
+        return model_spec(self.trial, self.splits)
+
+    def best_weights(self) -> dict[int, dict]:
+        """seed → the best-validation weights and their epoch (None before the first epoch)."""
+        return {self.seed: {"state_dict": self.best_state, "best_epoch": self.best_epoch}}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch = state["epoch"]
@@ -169,7 +174,7 @@ class Trainer:
 
     def _epoch(self, epoch: int) -> dict:
         n, batch = self.splits.n_train, self.training["batch_size"]
-        batches = self.splits.train_batches(batch, seed=self.trial["seed"] * 100_003 + epoch)
+        batches = self.splits.train_batches(batch, seed=shuffle_seed(self.seed, epoch))
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         self.model.train()
@@ -222,9 +227,19 @@ class Trainer:
         return loss_sum.item() / count, correct.item() / count
 
 
-def load_splits(trial: dict, data_dir: str | Path) -> ImageSplits:
-    t = trial["training"]
-    return DATASETS[trial["dataset"]].load(
+def shuffle_seed(seed: int, epoch: int) -> int:
+    """The training order of ``seed`` in ``epoch`` (stacked seeds keep their own)."""
+    return seed * 100_003 + epoch
+
+
+def model_spec(trial: Trial, splits) -> dict:
+    return {"architecture": trial.architecture, "in_shape": list(splits.in_shape),
+            "num_classes": splits.num_classes, "classes": list(splits.classes), "model_options": trial.model_options}
+
+
+def load_splits(trial: Trial, data_dir: str | Path) -> ImageSplits:
+    t = trial.training
+    return DATASETS[trial.dataset].load(
         Path(data_dir), val_size=t["val_size"], split_seed=t["split_seed"],
         train_limit=t["train_limit"], test_limit=t["test_limit"],
     )
@@ -235,40 +250,75 @@ def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def make_runner(trial: Trial, splits, device, test: bool = True):
+    """A ``Trainer`` for one seed, a ``StackedTrainer`` (one vmapped model) for several."""
+    if len(trial.seeds) == 1:
+        return Trainer(trial, splits, device, test=test)
+    from .stacked import StackedTrainer
+
+    return StackedTrainer(trial, splits, device, test=test)
+
+
+def epochs_by_seed(runner) -> Iterator[dict[str, dict]]:
+    """Each epoch's metrics as {str(seed): metrics}, whichever kind of runner."""
+    if isinstance(runner, Trainer):
+        return ({str(runner.seed): m} for m in runner.run())
+    return ({str(seed): m for seed, m in per_seed.items()} for per_seed in runner.run())
+
+
+SUMMED = ("images_per_s",)
+SHOWN = ("train_loss", "train_acc", "val_loss", "val_acc", "train_eval_loss", "train_eval_acc",
+         "train_time_s", "eval_time_s", "images_per_s", "best_val_acc", "test_acc", "test_loss")
+
+
+def summarise_epoch(per_seed: dict[str, dict]) -> dict:
+    """One line for the progress table: the seeds' mean (images/s summed), the newest epoch, the status
+    ``running`` until every seed has finished (then the seeds' common status, or ``mixed``)."""
+    ms = list(per_seed.values())
+    out = {"epoch": max(m["epoch"] for m in ms)}
+    for k in SHOWN:
+        vals = [m[k] for m in ms if isinstance(m.get(k), (int, float)) and math.isfinite(m[k])]
+        if vals:
+            out[k] = float(np.sum(vals) if k in SUMMED else np.mean(vals))
+    out["num_params"] = ms[0].get("num_params")
+    statuses = {m["status"] for m in ms}
+    out["status"] = "running" if "running" in statuses else (statuses.pop() if len(statuses) == 1 else "mixed")
+    return out
+
+
 def trainable(config: dict) -> None:
-    """Ray Tune function trainable. ``config``: ``trial`` (from the search space), ``data_dir``, ``cpus``."""
+    """Ray Tune function trainable. ``config``: ``trial`` (``Trial.to_config()``), ``data_dir``, ``cpus``,
+    ``resume`` (trial key → checkpoint URI of an earlier, interrupted run). Reports per epoch the seeds'
+    metrics under ``per_seed`` and their summary at the top level, with a checkpoint of the whole trial."""
     import ray
     from ray import tune
 
     from .provenance import host_info
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
-    trial = config["trial"]
+    trial = Trial.from_config(config)
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
     device = pick_device()
     splits = load_splits(trial, config["data_dir"]).to(device)
-    trainer = Trainer(trial, splits, device)
+    runner = make_runner(trial, splits, device)
     checkpoint = tune.get_checkpoint()  # Ray retrying this trial in this run
-    if checkpoint is None and config.get("resume", {}).get(trial["trial_id"]):  # an earlier, interrupted run
-        checkpoint = tune.Checkpoint(config["resume"][trial["trial_id"]])
+    if checkpoint is None and config.get("resume", {}).get(trial.trial_id):  # an earlier, interrupted run
+        checkpoint = tune.Checkpoint(config["resume"][trial.trial_id])
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            trainer.load_state_dict(torch.load(Path(d) / STATE_FILE, map_location=device, weights_only=True))
+            saved = torch.load(Path(d) / STATE_FILE, map_location=device, weights_only=True)
+        runner.load_state_dict(saved["trainer"])
     context = ray.get_runtime_context()
     where = {**host_info(str(device)), "node_id": context.get_node_id(),
-             "node_ip": ray.util.get_node_ip_address(), "trial_key": trial["trial_id"]}
-    for metrics in trainer.run():
+             "node_ip": ray.util.get_node_ip_address(), "trial_key": trial.trial_id}
+    for per_seed in epochs_by_seed(runner):
         with tempfile.TemporaryDirectory() as d:
-            torch.save(trainer.state_dict(), Path(d) / STATE_FILE)
-            tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))
+            torch.save({"trainer": runner.state_dict(), "best": runner.best_weights(),
+                        "model_spec": runner.model_spec}, Path(d) / STATE_FILE)
+            tune.report({**summarise_epoch(per_seed), "per_seed": per_seed, **where},
+                        checkpoint=tune.Checkpoint.from_directory(d))
 
 
-TUNED_KEYS = ("loc_lr", "loc_lr_mult", "lr")
-
-
-def trained_with(config: dict) -> dict:
-    """A trial's training settings with the learning rates Optuna sampled for it (tuning trials) applied."""
-    return {**config["trial"]["training"], **{k: config[k] for k in TUNED_KEYS if k in config}}
 AVERAGED = ("train_loss", "train_acc", "val_loss", "val_acc", "train_eval_loss", "train_eval_acc",
             "train_time_s", "eval_time_s", "images_per_s")
 
@@ -279,13 +329,11 @@ def tuning_trainable(config: dict) -> None:
     ``objective``, the seeds' mean best validation accuracy so far (what the study maximises)."""
     from ray import tune
 
-    trial = config["trial"]
+    trial = Trial.from_config(config)  # the sampled learning rates applied
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
     device = pick_device()
-    training = trained_with(config)
-    splits = load_splits({**trial, "training": training}, config["data_dir"]).to(device)
-    trainers = [Trainer({**trial, "seed": seed, "training": training}, splits, device, test=False)
-                for seed in trial["seeds"]]
+    splits = load_splits(trial, config["data_dir"]).to(device)
+    trainers = [Trainer(trial.with_seeds([seed]), splits, device, test=False) for seed in trial.seeds]
     for per_seed in zip(*(t.run() for t in trainers)):
         metrics = {k: float(np.mean([m[k] for m in per_seed])) for k in AVERAGED}
         diverged = [m for m in per_seed if m["status"] == "diverged"]

@@ -14,12 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
-
-from .space import SearchSpace, identity_training
-from .train import effective_loc_lr
-
-STORAGE_FILE = "optuna/studies.db"
+from .space import SearchSpace
+from .trial import Stage, Trial, effective_loc_lr, identity_training
 
 
 @dataclass
@@ -34,12 +30,6 @@ class Cell:
 
     def as_tuned(self) -> dict:
         return {"study": self.study, "params": self.best_params}
-
-
-def storage_url(results_dir: Path) -> str:
-    path = Path(results_dir).resolve() / STORAGE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
 
 
 def study_name(space: SearchSpace, architecture: str, dataset: str) -> str:
@@ -72,16 +62,16 @@ def default_point(space: SearchSpace, dataset: str) -> dict:
     return point if inside else {}
 
 
-def open_study(space: SearchSpace, architecture: str, dataset: str, results_dir: Path):
+def open_study(space: SearchSpace, architecture: str, dataset: str, storage_url: str):
     """The cell's study, created if new; trials a killed run left RUNNING are marked FAIL (never resumed)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(storage_url(results_dir))
+    storage = optuna.storages.RDBStorage(storage_url)
     study = optuna.create_study(study_name=study_name(space, architecture, dataset), storage=storage,
                                 direction="maximize", load_if_exists=True)
     for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
-        storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
     return study, storage
 
 
@@ -96,60 +86,30 @@ def trials_left(study, budget: int) -> int:
     return max(budget - len(finished(study)), 0)
 
 
-def run_tuning(space: SearchSpace, *, results_dir: Path, data_dir: Path, before_work, callbacks_for, run_id: str,
-               storage_path: str, architectures=None, datasets=None, verbose: int = 1) -> dict[tuple[str, str], Cell]:
-    """Run (or resume) every cell's study to its trial budget; return the best values per cell.
+def tuning_trial(space: SearchSpace, architecture: str, dataset: str, study: str) -> Trial:
+    """The cell as one tuning trial: the study's seeds, the tuning stage's epochs and training subset."""
+    tuning = space.tune
+    training = space.training_for(dataset).model_dump(exclude={"seeds"})
+    training.update({k: v for k, v in (("epochs", tuning.epochs), ("train_limit", tuning.train_limit)) if v})
+    return Trial(architecture=architecture, dataset=dataset, seeds=tuple(tuning.seed_list()), training=training,
+                 model_options=dict(space.model_options.get(architecture, {})), stage=Stage.TUNE, study=study)
 
-    ``before_work()`` is called before the first trial is run (the caller connects Ray and records the
-    run there), so a rerun whose studies are all finished never starts Ray."""
+
+def search(space: SearchSpace, study, storage, trial: Trial, default: dict):
+    """What a tuning Tuner adds to a benchmark one: the sampled domains, Optuna's searcher (the untuned
+    default first, in a new study) and, if asked for, ASHA."""
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    from .train import tuning_trainable
-
     tuning = space.tune
-    out: dict[tuple[str, str], Cell] = {}
-    for architecture, dataset in cells(space, architectures, datasets):
-        study, storage = open_study(space, architecture, dataset, results_dir)
-        left = trials_left(study, tuning.trials)
-        default = default_point(space, dataset)
-        print(f"stbench: tuning {architecture} on {dataset}: study {study.study_name}, "
-              f"{len(finished(study))} of {tuning.trials} trials done, {left} to run")
-        if left > 0:
-            before_work()
-            training = space.training_for(dataset).model_dump(exclude={"seeds"})
-            training.update({k: v for k, v in (("epochs", tuning.epochs), ("train_limit", tuning.train_limit)) if v})
-            cell = {"architecture": architecture, "dataset": dataset, "stage": "tune", "study": study.study_name,
-                    "study_key": study.study_name.rsplit(".", 1)[-1], "seeds": tuning.seed_list(),
-                    "model_options": dict(space.model_options.get(architecture, {})), "training": training}
-            domains = {k: (tune.loguniform if r.log else tune.uniform)(r.low, r.high) for k, r in tuning.ranges().items()}
-            start = [default] if not study.trials and default else None
-            searcher = OptunaSearch(metric="objective", mode="max", storage=storage, study_name=study.study_name,
-                                    points_to_evaluate=start, seed=tuning.sampler_seed + len(study.trials))
-            scheduler = (tune.schedulers.ASHAScheduler(metric="objective", mode="max", max_t=training["epochs"],
-                                                       grace_period=tuning.grace_period, time_attr="epoch")
-                         if tuning.scheduler == "asha" else None)
-            cpu, gpu = space.resources.cpu, space.resources.gpu
-            tuner = tune.Tuner(
-                tune.with_resources(tuning_trainable, {"cpu": cpu, "gpu": gpu}),
-                param_space={"trial": cell, "data_dir": str(data_dir), "cpus": cpu, **domains},
-                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=left,
-                                            max_concurrent_trials=tuning.max_concurrent, reuse_actors=True),
-                run_config=tune.RunConfig(
-                    name=f"{run_id}-tune-{architecture}-{dataset}",
-                    storage_path=storage_path,
-                    callbacks=callbacks_for(job_type="tune"),
-                    failure_config=tune.FailureConfig(max_failures=space.max_failures),
-                    progress_reporter=tune.CLIReporter(
-                        parameter_columns=list(tuning.ranges()), max_report_frequency=20,
-                        metric_columns={"epoch": "epoch", "val_acc": "val acc", "objective": "objective"}),
-                    verbose=1 if verbose else 0,
-                ),
-            )
-            tuner.fit()
-            study, storage = open_study(space, architecture, dataset, results_dir)
-        out[(architecture, dataset)] = summarise(study, architecture, dataset, default)
-    return out
+    domains = {k: (tune.loguniform if r.log else tune.uniform)(r.low, r.high) for k, r in tuning.ranges().items()}
+    start = [default] if not study.trials and default else None
+    searcher = OptunaSearch(metric="objective", mode="max", storage=storage, study_name=study.study_name,
+                            points_to_evaluate=start, seed=tuning.sampler_seed + len(study.trials))
+    scheduler = (tune.schedulers.ASHAScheduler(metric="objective", mode="max", max_t=trial.training["epochs"],
+                                               grace_period=tuning.grace_period, time_attr="epoch")
+                 if tuning.scheduler == "asha" else None)
+    return domains, searcher, scheduler
 
 
 def summarise(study, architecture: str, dataset: str, default: dict) -> Cell:

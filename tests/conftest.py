@@ -1,12 +1,20 @@
-"""Shared fixtures: dataset folders (the real MNIST where present, else generated IDX files) and one Ray."""
+"""Shared fixtures: dataset folders (the real MNIST where present, else generated IDX files), one Ray, a
+search-space builder and the researcher's command run as a subprocess."""
 
 from __future__ import annotations
 
+import copy
 import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
+import yaml
 
 from harness.data.idx import write_idx
 
@@ -60,3 +68,88 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+# -- search spaces -----------------------------------------------------------------------------------
+BASE_SPACE = {
+    "name": "test",
+    "architectures": ["convnet"],
+    "training": {"epochs": 2, "lr": 0.05, "momentum": 0.5, "seeds": 1, "val_size": 300, "train_limit": 2000,
+                 "test_limit": 300},
+    "datasets": {"mnist": {}},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def space_dict(*layers: dict, **overrides) -> dict:
+    """``BASE_SPACE`` with each of ``layers``, then ``overrides``, merged in: a dict merges into a dict key by
+    key, None deletes a key, anything else replaces it. ``space_dict(training={"epochs": 4})`` keeps the other
+    training keys; a test file's own base is a layer: ``space_dict(RELIABILITY, training={"seeds": 1})``."""
+    out = BASE_SPACE
+    for layer in (*layers, overrides):
+        out = _merge(out, layer)
+    return out
+
+
+def space_yaml(*layers: dict, **overrides) -> str:
+    """A search-space YAML text (see ``space_dict``)."""
+    return yaml.safe_dump(space_dict(*layers, **overrides), sort_keys=False)
+
+
+# -- the command line as a subprocess ----------------------------------------------------------------
+@dataclass
+class CliResult:
+    rc: int
+    stdout: str
+    stderr: str
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a process, every descendant it still has, and whatever is left in its process group (a
+    local Ray's raylet and workers), so a failing test leaves nothing running."""
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the group the process led (start_new_session=True)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_cli(args, *, env: dict | None = None, timeout: float = 600, script: str = "run_benchmark.py") -> CliResult:
+    """``python run_benchmark.py ARGS`` from the repository root, in its own session with a fresh local Ray
+    (``RAY_ADDRESS`` cleared), ended in any case: its process tree is killed when it times out or the test
+    fails while it runs."""
+    cmd = [sys.executable, *([script] if script else []), *map(str, args)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "RAY_ADDRESS": "", **(env or {})})
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        kill_tree(proc)
+    return CliResult(proc.returncode, stdout, stderr)
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` with its bytes, to assert that a refused run changed nothing."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}

@@ -16,6 +16,7 @@ import torch
 from scipy import stats as sps
 
 from analysis import metrics, stats
+from conftest import space_yaml
 from analysis.load import _benchmark_only, load
 from analysis.report import analyse, build, main, parse_targets, render
 from harness.errors import UserError
@@ -236,10 +237,10 @@ def test_tuning_trials_are_kept_apart_when_the_store_marks_a_stage():
 
 
 def test_one_search_space_or_all_of_them(synth):
-    space_b = SPACE.replace("name: synth", "name: other").replace("seeds: 3", "seeds: 1").replace("epochs: 3", "epochs: 2")
+    space_b = space_yaml(SYNTH, name="other", training={"epochs": 2, "seeds": 1})
     synth.run(SPACE, space="synth", run_id="r1")
     synth.run(space_b, space="other", run_id="r2")
-    ids_b = {t["architecture"]: t["trial_id"] for t in parse_space(space_b).trials()}
+    ids_b = {t.architecture: t.trial_id for t in parse_space(space_b).trials()}
     synth.trial("convnet", 0, [0.9])
     synth.trial("stnet", 0, [0.9], trial_id=ids_b["stnet"], space="other")
     pooled = load(synth.root)
@@ -260,17 +261,13 @@ def test_targets_from_the_command_line():
 
 
 # -- the report ------------------------------------------------------------------------------------
-SPACE = """
-name: synth
-architectures: [convnet, stnet]
-training: {epochs: 3, seeds: 3}
-datasets: {mnist: {}}
-"""
+SYNTH = {"name": "synth", "architectures": ["convnet", "stnet"], "training": None}
+SPACE = space_yaml(SYNTH, training={"epochs": 3, "seeds": 3})
 
 
 def test_a_partially_finished_store_still_reports_what_is_there(synth, tmp_path):
     synth.run(SPACE)
-    expected = {(t["architecture"], t["seed"]): t["trial_id"] for t in parse_space(SPACE).trials()}
+    expected = {(t.architecture, t.seed): t.trial_id for t in parse_space(SPACE).trials()}
     synth.trial("convnet", 0, [0.95, 0.97, 0.985], trial_id=expected["convnet", 0])
     synth.trial("convnet", 1, [0.96, 0.98, 0.99], trial_id=expected["convnet", 1])
     synth.trial("stnet", 0, [0.9, float("nan")], status="diverged", trial_id=expected["stnet", 0])
@@ -317,20 +314,21 @@ def test_command_line(synth, tmp_path, capsys):
 def trained_store(tmp_path_factory, mnist_root):
     """A store with one real, tiny stnet trial and its checkpoint in the callback's layout."""
     from harness.train import Trainer, load_splits
+    from harness.trial import Trial
 
     root = tmp_path_factory.mktemp("trained") / "store"
     synth = Synth(root)
-    trial = {"architecture": "stnet", "dataset": "mnist", "seed": 0, "model_options": {}, "trial_id": "real-stnet",
-             "training": {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.5,
-                          "weight_decay": 0.0, "loc_lr": None, "loc_lr_mult": None, "val_size": 100, "split_seed": 0,
-                          "train_limit": 256, "test_limit": 200}}
+    trial = Trial("stnet", "mnist", seeds=(0,), model_options={},
+                  training={"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.5,
+                            "weight_decay": 0.0, "loc_lr": None, "loc_lr_mult": None, "val_size": 100, "split_seed": 0,
+                            "train_limit": 256, "test_limit": 200})
     trainer = Trainer(trial, load_splits(trial, mnist_root))
     metrics_ = list(trainer.run())[-1]
     synth.trial("stnet", 0, [metrics_["val_acc"]], test_acc=metrics_["test_acc"], trial_id="real-stnet")
     buf = io.BytesIO()
     state = trainer.state_dict()
     torch.save({"state_dict": state["best_state"], "best_epoch": state["best_epoch"], "model_spec": state["model_spec"],
-                "trial": trial}, buf)
+                "trial": trial.record()}, buf)
     synth.store.put_checkpoint("real-stnet", buf.getvalue())
     synth.trial("convnet", 0, [0.5])  # complete, but its checkpoint is missing
     return root, metrics_["test_acc"]

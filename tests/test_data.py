@@ -42,11 +42,18 @@ def test_real_mnist_has_the_official_sizes(mnist_root):
     assert DATASETS["mnist"].split_sizes(mnist_root) == (60_000, 10_000)
 
 
-def test_missing_files_name_the_files_and_how_to_point_at_them(tmp_path):
+def test_missing_files_name_the_files_and_how_to_point_at_them(tmp_path, fake_root):
     with pytest.raises(UserError) as err:
-        DATASETS["fashion_mnist"].prepare(tmp_path, download=False)
+        DATASETS["fashion_mnist"].prepare(tmp_path / "empty", download=False)
     msg = str(err.value)
-    assert "train-images-idx3-ubyte" in msg and "--data-dir" in msg and "STBENCH_DATA_DIR" in msg and "\n" not in msg
+    assert f"fashion_mnist: no IDX files in {tmp_path}/empty/FashionMNIST/raw (download disabled)" in msg
+    assert "--data-dir" in msg and "STBENCH_DATA_DIR" in msg and "\n" not in msg
+    assert len(msg.replace(str(tmp_path), "")) < 200
+    for name in ("t10k-labels-idx1-ubyte", "train-images-idx3-ubyte"):
+        (fake_root / "FashionMNIST" / "raw" / name).unlink()
+        with pytest.raises(UserError) as err:
+            DATASETS["fashion_mnist"].prepare(fake_root, download=False)
+    assert "fashion_mnist: missing train-images-idx3-ubyte and 1 more in" in str(err.value)
 
 
 @pytest.mark.parametrize("damage,expected", [

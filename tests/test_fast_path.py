@@ -4,19 +4,23 @@
 device and reads the loss and the correct count back after every batch, as the reference loop does.
 """
 
+import copy
+
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.space import FAST_PATH_DEFAULTS, load_space, parse_space, trial_id
+from conftest import space_yaml
+from harness.errors import UserError
+from harness.space import load_space, parse_space
+from harness.trial import IDENTITY_DEFAULTS as FAST_PATH_DEFAULTS
 from harness.train import Trainer, load_splits
 
-SPACE = """
-name: t
-architectures: [convnet, stnet, coordconv, stcoordconv]
-training: {epochs: 2, lr: 0.05, momentum: 0.5, val_size: 200, train_limit: 320, test_limit: 200}
-datasets: {mnist: {}}
-"""
+FAST = {"name": "t", "architectures": ["convnet", "stnet", "coordconv", "stcoordconv"],
+        "training": {"seeds": None, "val_size": 200, "train_limit": 320, "test_limit": 200}}
+SPACE = space_yaml(FAST)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -26,7 +30,7 @@ class SyncingTrainer(Trainer):
     def _epoch(self, epoch: int) -> dict:
         x, y = self.host["train_x"], self.host["train_y"]
         n, batch = len(y), self.training["batch_size"]
-        shuffle = torch.Generator().manual_seed(self.trial["seed"] * 100_003 + epoch)  # the trainer's order
+        shuffle = torch.Generator().manual_seed(self.seed * 100_003 + epoch)  # the trainer's order
         order = torch.randperm(n, generator=shuffle)
         loss_sum, correct = 0.0, 0
         self.model.train()
@@ -66,7 +70,7 @@ class SyncingTrainer(Trainer):
 
 @pytest.fixture(scope="module")
 def trials():
-    return {t["architecture"]: t for t in parse_space(SPACE).trials()}
+    return {t.architecture: t for t in parse_space(SPACE).trials()}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +79,7 @@ def splits(mnist_root, trials):
 
 
 def with_switches(trial: dict, **switches) -> dict:
-    return {**trial, "training": {**trial["training"], **switches}}
+    return trial.with_training(**switches)
 
 
 def run_syncing(trial, splits, device):
@@ -89,11 +93,15 @@ def run_syncing(trial, splits, device):
 def test_same_seed_gives_the_same_accuracy_with_the_fast_path_on_and_off(trials, splits, arch, device):
     fast = list(Trainer(trials[arch], splits.to(device), device).run())
     slow = run_syncing(trials[arch], splits, device)
-    # the same arithmetic in the same order; only the loss sums differ (float32 on the device vs Python floats)
+    # The same kernels on the same numbers: logits, hence accuracies, are equal. Only the loss sums differ: a
+    # float32 running sum on the device against Python floats. A sum of n positive float32 terms is off by at
+    # most n·u relatively (u = 2^-24), n here at most the number of images summed.
     tol = dict(abs=1e-9) if device == "cpu" else dict(abs=0.02)  # CUDA kernels (grid_sample backward) are not deterministic
+    n = max(len(splits.train_y), len(splits.val_y))
+    loss_rel = n * torch.finfo(torch.float32).eps / 2
     for f, s in zip(fast, slow, strict=True):
-        assert f["train_loss"] == pytest.approx(s["train_loss"], rel=1e-5)
-        assert f["val_loss"] == pytest.approx(s["val_loss"], rel=1e-5)
+        assert f["train_loss"] == pytest.approx(s["train_loss"], rel=loss_rel)
+        assert f["val_loss"] == pytest.approx(s["val_loss"], rel=loss_rel)
         assert f["train_acc"] == pytest.approx(s["train_acc"], **tol)
         assert f["val_acc"] == pytest.approx(s["val_acc"], **tol)
     assert fast[-1]["test_acc"] == pytest.approx(slow[-1]["test_acc"], **tol)
@@ -116,14 +124,26 @@ def test_channels_last_changes_only_rounding(trials, splits, arch):
     assert in_optimizer == {id(p) for p in cl.model.parameters()}  # converted before the optimizer was built
     for a, b in zip(plain.model.state_dict().values(), cl.model.state_dict().values()):
         assert torch.equal(a, b)  # the same initial weights
-    # one step from the same weights: the same gradients within float tolerance
+    # one step from the same weights: each float32 gradient against a float64 reference of the same model.
+    # Channels-last only reorders float32 sums, so its error must be of the order of the plain model's own
+    # float32 error, whatever that is on this CPU (AVX-512 and AVX2 kernels round differently). For the STN's
+    # last layer that error is large (~40% of the norm at the identity init: the gradient through grid_sample
+    # is a sum of cancelling terms), so a fixed bound would only fit one CPU. Eval mode: no dropout, whose
+    # masks the float64 copy would not share.
     x, y = splits.train_x[:64], splits.train_y[:64]
-    for t in (plain, cl):
-        torch.manual_seed(0)  # the same dropout masks
-        F.cross_entropy(t._forward(x), y).backward()
-    for (name, p), q in zip(plain.model.named_parameters(), cl.model.parameters()):
-        # relative to the gradient's norm: the gradient through grid_sample is a sum of cancelling terms
-        assert (p.grad - q.grad).norm() <= 1e-3 * p.grad.norm() + 1e-7, name
+    reference = copy.deepcopy(plain.model).double()
+    for model in (plain.model, cl.model, reference):
+        model.eval()
+    F.cross_entropy(plain._forward(x), y).backward()
+    F.cross_entropy(cl._forward(x), y).backward()
+    F.cross_entropy(reference(x.double()), y).backward()
+    u = torch.finfo(torch.float32).eps / 2
+    for (name, p), q, r in zip(plain.model.named_parameters(), cl.model.parameters(), reference.parameters()):
+        err_plain = (p.grad.double() - r.grad).norm()
+        err_cl = (q.grad.double() - r.grad).norm()
+        floor = 16 * u * r.grad.norm()  # a gradient float32 gets exactly right still rounds when stored
+        assert err_cl <= 3 * err_plain + floor, (name, err_cl.item(), err_plain.item())
+        assert (p.grad - q.grad).double().norm() <= 4 * err_plain + floor, name
     # whole runs (fresh trainers: each seeds the RNG when built): rounding differences grow over training
     a = list(Trainer(trials[arch], splits).run())
     b = list(Trainer(with_switches(trials[arch], channels_last=True), splits).run())
@@ -146,20 +166,31 @@ def test_bf16_autocast_keeps_weights_loss_and_metrics_in_float32(trials, splits,
     assert bf16[-1]["val_acc"] == pytest.approx(fp32[-1]["val_acc"], abs=0.1)
 
 
-def test_compile_keeps_checkpoints_loadable_without_it(trials, splits):
-    compiled = Trainer(with_switches(trials["convnet"], compile=True), splits)  # compiles lazily, on the first call
+def test_compile_wrapper_keeps_the_state_dict_keys(trials, splits):
+    """Fast half: the compile switch wraps the model without renaming its weights (nothing is compiled yet:
+    compiling happens on the first call, which the slow test below makes)."""
+    compiled = Trainer(with_switches(trials["convnet"], compile=True), splits)
     plain = Trainer(trials["convnet"], splits)
     assert compiled.model.state_dict().keys() == plain.model.state_dict().keys()
     plain.load_state_dict(compiled.state_dict())
 
 
 @pytest.mark.slow
-def test_compile_gives_the_same_accuracy(trials, splits):
+def test_compile_gives_the_same_accuracy_and_checkpoints_loadable_without_it(trials, splits):
     """Slow: compiling takes 10-20 s on 2 CPU cores."""
     a = list(Trainer(trials["convnet"], splits).run())
-    b = list(Trainer(with_switches(trials["convnet"], compile=True), splits).run())
+    compiled = Trainer(with_switches(trials["convnet"], compile=True), splits)
+    b = list(compiled.run())  # the compiled model is called: trained and evaluated
     assert b[-1]["val_acc"] == pytest.approx(a[-1]["val_acc"], abs=0.05)
     assert b[-1]["train_loss"] == pytest.approx(a[-1]["train_loss"], rel=0.1)
+    plain = Trainer(trials["convnet"], splits)  # a checkpoint of the trained compiled model serves the plain one
+    plain.load_state_dict(compiled.state_dict())
+    for model in (plain.model, compiled.model):
+        model.eval()
+    x = splits.val_x[:32]
+    with torch.no_grad():
+        # the same weights: logits equal up to float32 rounding (~1e-6); wrong weights would differ by O(1)
+        torch.testing.assert_close(plain.model(x), compiled._forward(x), rtol=0, atol=1e-3)
 
 
 def test_switches_default_off_and_leave_trial_identity_alone():
@@ -169,9 +200,10 @@ def test_switches_default_off_and_leave_trial_identity_alone():
             training = space.training_for(dataset).model_dump()
             assert {k: training[k] for k in FAST_PATH_DEFAULTS} == FAST_PATH_DEFAULTS, (name, dataset)
     trial = parse_space(SPACE).trials()[0]
-    older = {**trial, "training": {k: v for k, v in trial["training"].items() if k not in FAST_PATH_DEFAULTS}}
-    assert trial_id(older) == trial["trial_id"]  # ids from before the switches existed still match
-    assert trial_id(with_switches(trial, precision="bf16")) != trial["trial_id"]
-    assert trial_id(with_switches(trial, channels_last=True)) != trial["trial_id"]
-    with pytest.raises(Exception, match="precision"):
-        parse_space(SPACE.replace("epochs: 2", "epochs: 2, precision: fp16"))
+    older = replace(trial, training={k: v for k, v in trial.training.items() if k not in (*FAST_PATH_DEFAULTS, "stack")})
+    assert older.trial_id == trial.trial_id  # ids from before the switches (and stacking) existed still match
+    assert with_switches(trial, precision="bf16").trial_id != trial.trial_id
+    assert with_switches(trial, channels_last=True).trial_id != trial.trial_id
+    assert with_switches(trial, stack=4).trial_id == trial.trial_id  # how seeds are grouped is not identity
+    with pytest.raises(UserError, match="training.precision: Input should be"):
+        parse_space(space_yaml(FAST, training={"precision": "fp16"}))

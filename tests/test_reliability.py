@@ -8,24 +8,22 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
 import pytest
 
+from conftest import kill_tree, space_yaml
 from harness.cli import main
-from harness.data.idx import write_idx
-from harness.store import SCHEMA_VERSION, ResultsStore, verify
+from harness.errors import UserError
+from harness.store import SCHEMA_VERSION, ResultsStore, find_damage, verify
 
 REPO = Path(__file__).resolve().parent.parent
 RAY_LOG = re.compile(r"^(\x1b\[\d+m)?\(\S+ pid=")
 
-SPACE = """
-name: reliability
-architectures: [convnet, stnet]
-training: {epochs: 4, lr: 0.05, momentum: 0.5, seeds: 2, val_size: 300, train_limit: 2000, test_limit: 300}
-datasets: {mnist: {}}
-"""
+RELIABILITY = {"name": "reliability", "architectures": ["convnet", "stnet"], "training": {"epochs": 4, "seeds": 2}}
+SPACE = space_yaml(RELIABILITY)
 
 
 @pytest.fixture()
@@ -40,23 +38,18 @@ def start(space_file, results, data, *extra, env=None) -> subprocess.Popen:
     cmd = [sys.executable, "run_benchmark.py", "--space", str(space_file), "--results-dir", str(results),
            "--data-dir", str(data), "--quiet", "--max-concurrent", "1", *extra]
     log = open(results.parent / f"log-{time.monotonic_ns()}.txt", "w")
-    return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "RAY_ADDRESS": "", **(env or {})})
 
 
-def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the driver, then whatever of its Ray processes outlive it, so the next run starts clean."""
+@contextmanager
+def running(space_file, results, data, *extra, env=None):
+    """``start`` for the length of a block; the driver and its Ray are killed at its end, whatever happened."""
+    proc = start(space_file, results, data, *extra, env=env)
     try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    for child in children:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
+        yield proc
+    finally:
+        kill_tree(proc)
 
 
 def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -90,25 +83,23 @@ def test_driver_killed_at_any_moment_then_rerun_equals_an_uninterrupted_run(ray_
 
     results = tmp_path / "killed"
     # 1. during a trial: some epochs stored, no trial finished yet
-    proc = start(space_file, results, mnist_root)
-    wait_for(lambda: epoch_rows(results) >= 2 and n_files(results / "trials") == 0, proc)
-    kill_tree(proc)
+    with running(space_file, results, mnist_root) as proc:
+        wait_for(lambda: epoch_rows(results) >= 2 and n_files(results / "trials") == 0, proc)
     assert verify(results)[0] == []
 
     # 2. between trials: two trials finished
-    proc = start(space_file, results, mnist_root)
-    wait_for(lambda: n_files(results / "trials") >= 2, proc)
-    kill_tree(proc)
+    with running(space_file, results, mnist_root) as proc:
+        wait_for(lambda: n_files(results / "trials") >= 2, proc)
 
     # 3. during a store write: killed after a table's temporary file is written, before its rename
-    proc = start(space_file, results, mnist_root, env={"STBENCH_FAULT_KILL_AT_WRITE": "4"})
-    assert proc.wait(timeout=120) == -signal.SIGKILL
-    kill_tree(proc)
+    with running(space_file, results, mnist_root, env={"STBENCH_FAULT_KILL_AT_WRITE": "4"}) as proc:
+        assert proc.wait(timeout=120) == -signal.SIGKILL
     assert any("orphaned partial file" in p for p in verify(results)[0])
+    assert find_damage(results) == []  # a partial file is swept by the next run, not damage
 
     # 4. rerun to the end
-    proc = start(space_file, results, mnist_root)
-    assert proc.wait(timeout=300) == 0
+    with running(space_file, results, mnist_root) as proc:
+        assert proc.wait(timeout=300) == 0
     problems, counts = verify(results)
     assert problems == [] and counts["status_complete"] == 4
 
@@ -129,19 +120,16 @@ def _worker_processes(proc):
 @pytest.mark.slow
 def test_worker_killed_mid_trial_is_retried_from_its_checkpoint(tmp_path, mnist_root):
     space = tmp_path / "one.yaml"
-    space.write_text(SPACE.replace("[convnet, stnet]", "[convnet]").replace("seeds: 2", "seeds: 1")
-                     .replace("epochs: 4", "epochs: 8").replace("train_limit: 2000", "train_limit: 4000"))
+    space.write_text(space_yaml(RELIABILITY, architectures=["convnet"],
+                                training={"seeds": 1, "epochs": 8, "train_limit": 4000}))
     results = tmp_path / "results"
-    proc = start(space, results, mnist_root)
-    try:
+    with running(space, results, mnist_root) as proc:
         wait_for(lambda: epoch_rows(results) >= 2, proc)
         before = ResultsStore(results).epochs().set_index("epoch").reported_at
         workers = _worker_processes(proc)
         assert len(workers) == 1
         workers[0].kill()
         assert proc.wait(timeout=300) == 0
-    finally:
-        kill_tree(proc)
     store = ResultsStore(results)
     trial = store.trials().iloc[0]
     assert trial.status == "complete" and trial.restarts == 1 and trial.epochs_completed == 8
@@ -155,8 +143,8 @@ def test_worker_killed_mid_trial_is_retried_from_its_checkpoint(tmp_path, mnist_
 def test_divergence_is_recorded_and_the_benchmark_goes_on(ray_local, tmp_path, fake_root):
     # at lr 1e6 MNIST training diverges; the Fashion-MNIST trials of the same benchmark go on and finish
     space = tmp_path / "diverge.yaml"
-    space.write_text(SPACE.replace("seeds: 2", "seeds: 1").replace("train_limit: 2000", "train_limit: 300")
-                     .replace("datasets: {mnist: {}}", "datasets: {mnist: {lr: 1.0e+6, momentum: 0.9}, fashion_mnist: {}}"))
+    space.write_text(space_yaml(RELIABILITY, training={"seeds": 1, "train_limit": 300},
+                                datasets={"mnist": {"lr": 1.0e+6, "momentum": 0.9}, "fashion_mnist": {}}))
     results = tmp_path / "results"
     assert main(["--space", str(space), "--results-dir", str(results), "--data-dir", str(fake_root), "--quiet"]) == 0
     trials = ResultsStore(results).trials()
@@ -169,15 +157,15 @@ def test_divergence_is_recorded_and_the_benchmark_goes_on(ray_local, tmp_path, f
 
 BAD_SPACES = {
     "malformed YAML": ("name: [x\n", "malformed YAML at line"),
-    "wrong type": (SPACE.replace("epochs: 4", "epochs: four"), "training.epochs: Input should be a valid integer"),
-    "unknown key": (SPACE + "shedule: asha\n", "shedule: unknown key; allowed: name"),
-    "unknown architecture": (SPACE.replace("[convnet, stnet]", "[convnet, vit]"), "architectures.1: Input should be 'convnet'"),
-    "unknown dataset": (SPACE.replace("{mnist: {}}", "{cifar10: {}}"), "datasets.cifar10: Input should be 'mnist', 'fashion_mnist'"),
-    "zero epochs": (SPACE.replace("epochs: 4", "epochs: 0"), "training.epochs: Input should be greater than or equal to 1 (got 0)"),
-    "negative batch size": (SPACE.replace("lr: 0.05", "batch_size: -8, lr: 0.05"), "training.batch_size: Input should be greater than or equal to 1 (got -8)"),
-    "zero seeds": (SPACE.replace("seeds: 2", "seeds: 0"), "seeds: must be a count ≥ 1"),
-    "GPU trials without a GPU": (SPACE + "resources: {cpu: 1, gpu: 0.5}\n", "resources.gpu: 0.5 GPU per trial, but this machine has no GPU"),
-    "batch larger than split": (SPACE.replace("lr: 0.05", "batch_size: 5000, lr: 0.05"), "datasets.mnist.batch_size: 5000 is larger than the training split (300 images); allowed: 1..300"),
+    "wrong type": (space_yaml(RELIABILITY, training={"epochs": "four"}), "training.epochs: Input should be a valid integer"),
+    "unknown key": (space_yaml(RELIABILITY, shedule="asha"), "shedule: unknown key; allowed: name"),
+    "unknown architecture": (space_yaml(RELIABILITY, architectures=["convnet", "vit"]), "architectures.1: Input should be 'convnet'"),
+    "unknown dataset": (space_yaml(RELIABILITY, {"datasets": None}, datasets={"cifar10": {}}), "datasets.cifar10: Input should be 'mnist', 'fashion_mnist'"),
+    "zero epochs": (space_yaml(RELIABILITY, training={"epochs": 0}), "training.epochs: Input should be greater than or equal to 1 (got 0)"),
+    "negative batch size": (space_yaml(RELIABILITY, training={"batch_size": -8}), "training.batch_size: Input should be greater than or equal to 1 (got -8)"),
+    "zero seeds": (space_yaml(RELIABILITY, training={"seeds": 0}), "seeds: must be a count ≥ 1"),
+    "GPU trials without a GPU": (space_yaml(RELIABILITY, resources={"cpu": 1, "gpu": 0.5}), "resources.gpu: 0.5 GPU per trial, but this machine has no GPU"),
+    "batch larger than split": (space_yaml(RELIABILITY, training={"batch_size": 5000}), "datasets.mnist.batch_size: 5000 is larger than the training split (300 images); allowed: 1..300"),
 }
 
 
@@ -248,14 +236,14 @@ def test_bad_input_is_one_line_nonzero_no_traceback_and_writes_nothing(case, tmp
 def test_debug_shows_the_traceback(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text("name: [x\n")
-    with pytest.raises(Exception, match="malformed YAML"):
+    with pytest.raises(UserError, match="malformed YAML"):
         main(["--space", str(space), "--debug"])
 
 
 def test_a_second_driver_on_the_same_store_is_refused(tmp_path):
     store = ResultsStore.open(tmp_path)
     with store.lock():
-        with pytest.raises(Exception, match="is being written by another benchmark \\(pid"):
+        with pytest.raises(UserError, match="is being written by another benchmark;"):
             with ResultsStore(tmp_path).lock():
                 pass
     with store.lock():  # released: a later run gets it
@@ -268,7 +256,7 @@ def test_secrets_in_the_environment_never_reach_the_store(ray_local, tmp_path, m
     for name in ("WANDB_API_KEY", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN"):
         monkeypatch.setenv(name, secret)
     space = tmp_path / "s.yaml"
-    space.write_text(SPACE.replace("[convnet, stnet]", "[convnet]").replace("seeds: 2", "seeds: 1"))
+    space.write_text(space_yaml(RELIABILITY, architectures=["convnet"], training={"seeds": 1}))
     results = tmp_path / "results"
     assert main(["--space", str(space), "--results-dir", str(results), "--data-dir", str(mnist_root), "--quiet"]) == 0
     leaked = [p for p in results.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]

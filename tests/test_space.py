@@ -1,7 +1,7 @@
 import pytest
 
 from harness.errors import UserError
-from harness.space import SPACES_DIR, load_space, parse_space, trial_id
+from harness.space import SPACES_DIR, load_space, parse_space
 
 BASE = "name: t\narchitectures: [convnet]\ndatasets: {mnist: {}}\n"
 
@@ -19,7 +19,7 @@ BASE = "name: t\narchitectures: [convnet]\ndatasets: {mnist: {}}\n"
     (BASE + "resources: {gpu: -1}", "resources.gpu: Input should be greater than or equal to 0 (got -1)"),
     ("name: t\narchitectures: []\ndatasets: {mnist: {}}", "architectures: List should have at least 1 item"),
     ("name: [t\n", "malformed YAML at line 2"),
-    ("- just\n- a list\n", "expected a mapping of keys"),
+    ("- just\n- a list\n", "not a text YAML file of a mapping (name, architectures, datasets, ...); got a YAML list"),
     ("architectures: [convnet]\ndatasets: {mnist: {}}", "name: Field required"),
 ])
 def test_bad_space_gives_one_line_error_naming_field_and_allowed_values(text, expected):
@@ -41,20 +41,20 @@ datasets:
 """)
     trials = space.trials()
     assert len(trials) == 2 * 3 + 2 * 2
-    mnist = [t for t in trials if t["dataset"] == "mnist"]
-    assert {t["seed"] for t in mnist} == {3, 7, 9} and {t["training"]["lr"] for t in mnist} == {0.005}
-    fashion = [t for t in trials if t["dataset"] == "fashion_mnist"]
-    assert {t["training"]["lr"] for t in fashion} == {0.1} and {t["training"]["epochs"] for t in fashion} == {4}
-    assert len({t["trial_id"] for t in trials}) == len(trials)
+    mnist = [t for t in trials if t.dataset == "mnist"]
+    assert {t.seed for t in mnist} == {3, 7, 9} and {t.training["lr"] for t in mnist} == {0.005}
+    fashion = [t for t in trials if t.dataset == "fashion_mnist"]
+    assert {t.training["lr"] for t in fashion} == {0.1} and {t.training["epochs"] for t in fashion} == {4}
+    assert len({t.trial_id for t in trials}) == len(trials)
 
 
 def test_trial_identity_is_stable_and_covers_hyper_parameters():
     a = parse_space(BASE).trials()[0]
     b = parse_space(BASE + "description: renamed\nresources: {cpu: 2}").trials()[0]
-    assert a["trial_id"] == b["trial_id"]  # resources and names do not change the result
+    assert a.trial_id == b.trial_id  # resources and names do not change the result
     c = parse_space(BASE + "training: {lr: 0.02}").trials()[0]
-    assert c["trial_id"] != a["trial_id"]
-    assert trial_id(a) == a["trial_id"]
+    assert c.trial_id != a.trial_id
+    assert a.seed_id(a.seed) == a.trial_id == a.ids[a.seed]
 
 
 @pytest.mark.parametrize("name,n_trials", [("quick", 8), ("reference", 4 * 10 + 4 * 5), ("tiny", 2)])
@@ -78,6 +78,6 @@ def test_unknown_space_name_lists_the_shipped_ones():
 
 def test_model_options_are_checked_against_the_builder():
     space = parse_space(BASE.replace("[convnet]", "[coordconv]") + "model_options: {coordconv: {with_r: true}}")
-    assert space.trials()[0]["model_options"] == {"with_r": True}
+    assert space.trials()[0].model_options == {"with_r": True}
     with pytest.raises(UserError, match="model_options.convnet: unknown option 'with_r'; allowed: dropout"):
         parse_space(BASE + "model_options: {convnet: {with_r: true}}")

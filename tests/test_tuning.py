@@ -7,20 +7,13 @@ from harness.errors import UserError
 from harness.space import parse_space
 from harness.store import ResultsStore, verify
 from harness.tuning import default_point, finished, open_study, study_name
-from test_reliability import kill_tree, start, wait_for
+from conftest import space_yaml
+from test_reliability import running, wait_for
 
-SPACE = """
-name: tune-test
-architectures: [convnet, stnet]
-training: {epochs: 2, lr: 0.05, momentum: 0.5, seeds: 1, val_size: 300, train_limit: 600, test_limit: 300}
-datasets: {mnist: {}}
-wandb: {mode: disabled}
-tune:
-  trials: 4
-  seeds: 2
-  loc_lr: {low: 1.0e-4, high: 1.0e-1}
-  max_concurrent: 1
-"""
+TUNING = {"name": "tune-test", "architectures": ["convnet", "stnet"], "training": {"train_limit": 600},
+          "wandb": {"mode": "disabled"},
+          "tune": {"trials": 4, "seeds": 2, "loc_lr": {"low": 1.0e-4, "high": 1.0e-1}, "max_concurrent": 1}}
+SPACE = space_yaml(TUNING)
 
 
 def test_schema_of_the_tuning_section():
@@ -28,27 +21,40 @@ def test_schema_of_the_tuning_section():
     assert space.tune.architectures == ["stnet"] and space.tune.seed_list() == [1000, 1001]
     assert default_point(space, "mnist") == {"loc_lr": 0.05}
     for bad, message in [
-        ("  loc_lr_mult: {low: 0.01, high: 1}\n", "give exactly one of loc_lr"),
-        ("  architectures: [convnet]\n", "convnet has no localization network to tune"),
-        ("  scheduler: hyperband\n", "tune.scheduler: Input should be 'none' or 'asha'"),
+        ({"loc_lr_mult": {"low": 0.01, "high": 1}}, "give exactly one of loc_lr"),
+        ({"architectures": ["convnet"]}, "convnet has no localization network to tune"),
+        ({"scheduler": "hyperband"}, "tune.scheduler: Input should be 'none' or 'asha'"),
+        ({"loc_lr": {"low": 1, "high": 0.5}}, "tune.loc_lr: low must be below high"),
     ]:
         with pytest.raises(UserError, match=message):
-            parse_space(SPACE + bad)
-    with pytest.raises(UserError, match="tune.loc_lr: low must be below high"):
-        parse_space(SPACE.replace("{low: 1.0e-4, high: 1.0e-1}", "{low: 1, high: 0.5}"))
+            parse_space(space_yaml(TUNING, tune=bad))
 
 
 def test_study_identity_follows_what_it_optimises():
     space = parse_space(SPACE)
-    same = parse_space(SPACE.replace("trials: 4", "trials: 9"))  # a bigger budget continues the same study
-    other = parse_space(SPACE.replace("seeds: 2\n  loc_lr", "seeds: 3\n  loc_lr"))
+    same = parse_space(space_yaml(TUNING, tune={"trials": 9}))  # a bigger budget continues the same study
+    other = parse_space(space_yaml(TUNING, tune={"seeds": 3}))
     assert study_name(space, "stnet", "mnist") == study_name(same, "stnet", "mnist")
     assert study_name(space, "stnet", "mnist") != study_name(other, "stnet", "mnist")
     # a fast-path switch at its default keeps the study (as it keeps trial ids); switched on, it is another study
-    default_switch = parse_space(SPACE.replace("seeds: 1,", "seeds: 1, precision: fp32,"))
-    switched_on = parse_space(SPACE.replace("seeds: 1,", "seeds: 1, channels_last: true,"))
+    default_switch = parse_space(space_yaml(TUNING, training={"precision": "fp32"}))
+    switched_on = parse_space(space_yaml(TUNING, training={"channels_last": True}))
     assert study_name(default_switch, "stnet", "mnist") == study_name(space, "stnet", "mnist")
     assert study_name(switched_on, "stnet", "mnist") != study_name(space, "stnet", "mnist")
+
+
+def test_trials_a_killed_run_left_running_are_failed_and_never_resumed(tmp_path):
+    import optuna
+
+    space = parse_space(SPACE)
+    study, _ = open_study(space, "stnet", "mnist", ResultsStore.open(tmp_path).optuna_url())
+    done = study.ask()
+    study.tell(done, 0.5)
+    interrupted = study.ask()  # what a SIGKILLed driver leaves behind: a trial forever RUNNING
+    study, _ = open_study(space, "stnet", "mnist", ResultsStore.open(tmp_path).optuna_url())
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states == {done.number: optuna.trial.TrialState.COMPLETE, interrupted.number: optuna.trial.TrialState.FAIL}
+    assert [t.number for t in finished(study)] == [done.number]
 
 
 @pytest.mark.slow
@@ -64,16 +70,15 @@ def test_tuning_is_interrupted_resumed_and_the_benchmark_uses_the_best_value(tmp
         trials = ResultsStore(results).trials()
         return int(((trials.stage == "tune") & (trials.status == "complete")).sum())
 
-    proc = start(space_file, results, mnist_root)
-    wait_for(lambda: finished_trials() >= 1, proc, timeout=180)
-    kill_tree(proc)
-    study, _ = open_study(space, "stnet", "mnist", results)  # marks the trial the kill interrupted as failed
+    with running(space_file, results, mnist_root) as proc:
+        wait_for(lambda: finished_trials() >= 1, proc, timeout=180)
+    study, _ = open_study(space, "stnet", "mnist", ResultsStore(results).optuna_url())  # marks the trial the kill interrupted as failed
     before = {t.number: t.params for t in finished(study)}
     assert 1 <= len(before) < 4
 
-    proc = start(space_file, results, mnist_root)
-    assert proc.wait(timeout=300) == 0
-    study, _ = open_study(space, "stnet", "mnist", results)
+    with running(space_file, results, mnist_root) as proc:
+        assert proc.wait(timeout=300) == 0
+    study, _ = open_study(space, "stnet", "mnist", ResultsStore(results).optuna_url())
     done = finished(study)
     assert len(done) == 4  # the study continued to its budget
     assert {t.number: t.params for t in done if t.number in before} == before  # earlier trials kept as they were

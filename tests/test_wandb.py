@@ -2,17 +2,14 @@
 
 import pytest
 
+from conftest import space_yaml
 from harness.cli import main
 from harness.store import ResultsStore, verify
 from wandb_offline import read_runs
 
-SPACE = """
-name: wandb-e2e
-architectures: [convnet, stnet]
-training: {epochs: 2, lr: 0.05, momentum: 0.5, seeds: 1, val_size: 200, train_limit: 300, test_limit: 200}
-datasets: {mnist: {}}
-wandb: {mode: offline, project: stbench-tests, init_timeout_s: 5}
-"""
+SPACE = space_yaml(name="wandb-e2e", architectures=["convnet", "stnet"],
+                   training={"val_size": 200, "train_limit": 300, "test_limit": 200},
+                   wandb={"mode": "offline", "project": "stbench-tests", "init_timeout_s": 5})
 
 
 @pytest.fixture()
@@ -34,12 +31,13 @@ def test_offline_runs_one_per_trial_with_config_tags_and_history(ray_local, spac
     assert len(runs) == len(trials) == 2
     for run in runs:
         trial = run.config["trial"]
-        row = trials.loc[trial["trial_id"]]
+        (trial_id,) = trial["ids"].values()  # one seed per trial here: its store id
+        row = trials.loc[trial_id]
         assert run.run.project == "stbench-tests" and run.run.run_group == run_id and run.run.job_type == "benchmark"
         assert set(run.run.tags) == {row.architecture, row.dataset, f"seed={row.seed}"}
         assert run.run.display_name == f"{row.architecture}-{row.dataset}-s{row.seed}"
         assert trial["training"]["lr"] == 0.05 and trial["architecture"] == row.architecture
-        stored = epochs[epochs.trial_id == trial["trial_id"]].set_index("epoch")
+        stored = epochs[epochs.trial_id == trial_id].set_index("epoch")
         logged = {h["epoch"]: h for h in run.history if "epoch" in h}
         assert sorted(logged) == sorted(stored.index) == [1, 2]
         for epoch, h in logged.items():

@@ -6,6 +6,7 @@ import torch
 from harness.data import DATASETS
 from harness.data.distorted import KINDS, distort
 from harness.models import build_model
+from harness.trial import Trial
 from harness.train import Trainer
 
 ARCHS = ["convnet", "stnet", "coordconv", "stcoordconv"]
@@ -56,9 +57,8 @@ def test_distorted_loader_caches_and_trains_each_model(fake_root, monkeypatch, t
 
 
 def _train_one_epoch(arch, dataset, splits, **training):
-    trial = {"architecture": arch, "dataset": dataset, "seed": 0, "model_options": {},
-             "training": {"epochs": 1, "batch_size": 32, "optimizer": "sgd", "lr": 0.01, "momentum": 0.5,
-                          "weight_decay": 0.0, **training}}
+    trial = Trial(arch, dataset, seeds=(0,), training={"epochs": 1, "batch_size": 32, "optimizer": "sgd", "lr": 0.01,
+                                                       "momentum": 0.5, "weight_decay": 0.0, **training})
     metrics = list(Trainer(trial, splits).run())[-1]
     assert metrics["status"] == "complete" and 0 <= metrics["test_acc"] <= 1
     return metrics
@@ -212,4 +212,4 @@ def test_resnext_takes_other_channel_counts_and_pretrained_is_an_option():
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 5)
     space = parse_space("name: t\narchitectures: [stresnext]\ndatasets: {cub200: {}}\n"
                         "model_options: {stresnext: {pretrained: true, loc_size: 48}}")
-    assert space.trials()[0]["model_options"] == {"pretrained": True, "loc_size": 48}  # built only in a trial
+    assert space.trials()[0].model_options == {"pretrained": True, "loc_size": 48}  # built only in a trial

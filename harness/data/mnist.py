@@ -49,17 +49,18 @@ class IDXImageDataset:
                 self.torchvision_class(root=str(data_dir), train=True, download=True)
                 self.torchvision_class(root=str(data_dir), train=False, download=True)
             except Exception as e:  # no network, proxy, disk full: all mean "put the files there yourself"
-                reason = f"download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                first = str(e).splitlines()[0][:60] if str(e).strip() else ""
+                reason = f"download failed: {type(e).__name__}" + (f": {first}" if first else "")
             else:
-                reason = ""
+                reason = "the download did not provide them"
         else:
             reason = "download disabled"
         missing = self._missing(data_dir)
         if missing:
-            raise UserError(
-                f"{self.name}: missing {', '.join(missing)} in {raw} ({reason}); copy the IDX files there "
-                f"or point --data-dir / ${DATA_DIR_ENV} at the folder that holds {self.torchvision_class.__name__}/raw"
-            )
+            what = ("no IDX files" if len(missing) == len(FILES) else
+                    f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+            raise UserError(f"{self.name}: {what} in {raw} ({reason}); copy them there or point --data-dir / "
+                            f"${DATA_DIR_ENV} at the folder holding {self.torchvision_class.__name__}/raw")
         counts = {}
         for fname, ndim in FILES.items():
             counts[fname] = check_idx(raw / fname, ndim, shape=(28, 28) if ndim == 3 else ())

@@ -1,10 +1,13 @@
-"""Architecture registry: a name maps to a builder ``(in_shape, num_classes, **options) -> nn.Module``.
+"""Architecture registry: a name maps to a builder ``(in_shape, num_classes, **options) -> nn.Module`` and
+what the rest of the harness needs to know without building it (``Architecture``).
 
 Adding an architecture is one file with a builder and one line here.
 """
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from torch import nn
@@ -13,14 +16,27 @@ from .convnet import convnet, coordconv
 from .resnext import resnext, stresnext
 from .stn import STModel, stcoordconv, stnet
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "convnet": convnet,
-    "stnet": stnet,
-    "coordconv": coordconv,
-    "stcoordconv": stcoordconv,
-    "resnext": resnext,
-    "stresnext": stresnext,
+
+@dataclass(frozen=True)
+class Architecture:
+    builder: Callable[..., nn.Module]
+    localization: bool = False  # a spatial transformer whose localization network has its own learning rate
+
+    @property
+    def options(self) -> list[str]:
+        """The builder's keyword options (``model_options`` in a search space)."""
+        return [p for p in inspect.signature(self.builder).parameters if p not in ("in_shape", "num_classes")]
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "convnet": Architecture(convnet),
+    "stnet": Architecture(stnet, localization=True),
+    "coordconv": Architecture(coordconv),
+    "stcoordconv": Architecture(stcoordconv, localization=True),
+    "resnext": Architecture(resnext),
+    "stresnext": Architecture(stresnext, localization=True),
 }
+MODELS: dict[str, Callable[..., nn.Module]] = {name: a.builder for name, a in ARCHITECTURES.items()}
 
 
 def build_model(name: str, in_shape: tuple[int, int, int], num_classes: int, **options) -> nn.Module:
@@ -41,4 +57,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "STModel", "build_model", "count_parameters", "localization_parameters"]
+__all__ = ["ARCHITECTURES", "Architecture", "MODELS", "STModel", "build_model", "count_parameters", "localization_parameters"]

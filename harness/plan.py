@@ -1,0 +1,305 @@
+"""``stbench plan``: what a run would do, and how long it would take here, without starting Ray.
+
+Every trial of the space is listed as done / to run / failed (from the store, read only). The wall time of
+what is left comes from epoch times already in the store for the same architecture × dataset on this
+hardware when there are any, else from a calibration: a few timed training steps per architecture on
+random inputs of the dataset's shape, with the trial's thread count. Trials are then packed onto the
+slots the resources allow (longest first), as Ray Tune would run them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from .driver import done_statuses, select, stack_device
+from .errors import UserError
+from .progress import duration
+from .provenance import cpu_model
+from .space import SearchSpace
+from .store import ResultsStore
+from .trial import Status, Trial, group_seeds
+
+RAY_START_S = 5.0  # ray.init + shutdown, measured 4–7 s here (shared/notes/ray-facts.md)
+TRIAL_START_S = 2.0  # a trial actor's start-up and its data load, on top of its epochs
+CALIBRATION_STEPS = 5
+
+
+@dataclass
+class PlannedTrial:
+    architecture: str
+    dataset: str
+    seed: int
+    trial_id: str
+    state: str  # done | to run | failed
+    epochs: int
+    seconds: float | None = None  # estimated, for trials to run
+
+
+@dataclass
+class Plan:
+    space: str
+    trials: list[PlannedTrial]
+    slots: int
+    stacks: int
+    wall_s: float | None
+    source: str  # how the epoch times were obtained
+    hardware: str
+    notes: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        out = {"done": 0, "to run": 0, "failed": 0}
+        for t in self.trials:
+            out[t.state] += 1
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps({"space": self.space, "counts": self.counts(), "slots": self.slots,
+                           "stacked_trials": self.stacks, "wall_s": self.wall_s, "estimate_source": self.source,
+                           "hardware": self.hardware, "notes": self.notes, "trials": [asdict(t) for t in self.trials]},
+                          indent=2)
+
+    def to_text(self) -> str:
+        c = self.counts()
+        lines = [f"space {self.space}: {len(self.trials)} trials; {c['done']} done, {c['to run']} to run, "
+                 f"{c['failed']} failed", ""]
+        header = ("architecture", "dataset", "seed", "trial id", "state", "epochs", "estimate")
+        rows = [(t.architecture, t.dataset, str(t.seed), t.trial_id, t.state, str(t.epochs),
+                 duration(t.seconds) if t.seconds is not None else "") for t in self.trials]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+        lines.append("")
+        if c["to run"] == 0:
+            lines.append("nothing to run: every trial is in the store")
+        elif self.wall_s is None:
+            lines.append("estimate: not available (" + "; ".join(self.notes) + ")")
+        else:
+            stacked = f" as {self.stacks} stacked trials" if self.stacks < c["to run"] else ""
+            lines.append(f"estimate: about {duration(self.wall_s)} of wall time for {c['to run']} trials{stacked} "
+                         f"on {self.slots} concurrent slot(s), {self.hardware}; epoch times {self.source}")
+            lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def make_plan(space: SearchSpace, *, select_by: dict, results_dir: Path, data_dir: Path, retry_errored: bool = False,
+              max_concurrent: int | None = None, estimate: bool = True) -> Plan:
+    trials = select(space.trials(_tuned_values(space, results_dir)), **select_by)
+    store_trials = _stored_trials(results_dir)
+    done = set(store_trials.loc[store_trials["status"].isin(done_statuses(retry_errored)), "trial_id"]) \
+        if store_trials is not None else set()
+    failed = set(store_trials.loc[store_trials["status"] == Status.ERROR.value, "trial_id"]) \
+        if store_trials is not None else set()
+    planned = [PlannedTrial(t.architecture, t.dataset, t.seed, t.trial_id,
+                            "done" if t.trial_id in done else "failed" if t.trial_id in failed else "to run",
+                            t.training["epochs"]) for t in trials]
+    pending = [t for t in trials if t.trial_id not in done]
+    device = stack_device(space)
+    units = group_seeds(pending, space.stack_sizes(device))
+    slots = _slots(space, max_concurrent)
+    hardware = _hardware(device)
+    plan = Plan(space.name, planned, slots, len(units), None, "", hardware)
+    if not pending or not estimate:
+        return plan
+    if space.tune is not None:
+        plan.notes.append("the tuning stage runs first and is not included in the estimate")
+    per_epoch, plan.source = _epoch_seconds(space, pending, results_dir, data_dir, hardware, plan.notes)
+    if per_epoch is None:
+        return plan
+    by_id = {p.trial_id: p for p in planned}
+    durations = []
+    for unit in units:
+        seconds = per_epoch[(unit.architecture, unit.dataset)] * unit.training["epochs"]
+        for seed in unit.seeds:
+            by_id[unit.seed_id(seed)].seconds = seconds
+        durations.append(seconds * len(unit.seeds) + TRIAL_START_S)  # a stack counted as its seeds in turn
+    if any(len(u.seeds) > 1 for u in units):
+        plan.notes.append("stacked trials are estimated as their seeds one after another (an upper bound)")
+    plan.wall_s = RAY_START_S + _pack(durations, slots)
+    return plan
+
+
+def _pack(durations: list[float], slots: int) -> float:
+    """Longest first onto the least-loaded slot: the makespan."""
+    load = [0.0] * max(1, slots)
+    for d in sorted(durations, reverse=True):
+        i = load.index(min(load))
+        load[i] += d
+    return max(load)
+
+
+def _slots(space: SearchSpace, max_concurrent: int | None) -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    slots = max(1, math.floor(cpus / space.resources.cpu + 1e-9))
+    if space.resources.gpu > 0:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        slots = min(slots, max(1, math.floor(gpus / space.resources.gpu + 1e-9)))
+    return min(slots, max_concurrent) if max_concurrent else slots
+
+
+def _hardware(device: str) -> str:
+    if device == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            return f"GPU {torch.cuda.get_device_name(0)}"
+    return f"CPU {cpu_model()}"
+
+
+def _stored_trials(results_dir: Path):
+    if not (Path(results_dir) / "store.json").is_file():
+        return None
+    store = ResultsStore.check(results_dir, must_exist=True)
+    return store.trials()
+
+
+def _tuned_values(space: SearchSpace, results_dir: Path) -> dict | None:
+    """The tuned values of finished studies, read from the store's Optuna storage (never created here)."""
+    if space.tune is None:
+        return None
+    path = Path(results_dir) / "optuna" / "studies.db"
+    if not path.is_file():
+        return None
+    import optuna
+
+    from . import tuning
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = {}
+    for arch, dataset in tuning.cells(space):
+        try:
+            study = optuna.load_study(study_name=tuning.study_name(space, arch, dataset),
+                                      storage=f"sqlite:///{path.resolve()}")
+        except KeyError:
+            continue
+        if tuning.trials_left(study, space.tune.trials) == 0:
+            cell = tuning.summarise(study, arch, dataset, tuning.default_point(space, dataset))
+            out[(arch, dataset)] = cell.as_tuned()
+    return out
+
+
+def _epoch_seconds(space, pending: list[Trial], results_dir, data_dir, hardware, notes):
+    """(architecture, dataset) → seconds per epoch (training + evaluation), and where the figures came from."""
+    sizes = {}
+    for name in sorted({t.dataset for t in pending}):
+        training = space.training_for(name)
+        try:
+            n_train, _ = _dataset(name).split_sizes(data_dir)
+        except UserError as e:
+            notes.append(f"{name}: {str(e).splitlines()[0]}")
+            return None, ""
+        fit = min(training.train_limit or n_train, n_train - training.val_size)
+        sizes[name] = (fit, 2 * min(training.val_size, fit))  # validation + train-eval images per epoch
+    stored = _stored_rates(results_dir, hardware)
+    out, calibrated = {}, []
+    for t in {(t.architecture, t.dataset): t for t in pending}.values():
+        fit, evaluated = sizes[t.dataset]
+        rate = stored.get((t.architecture, t.dataset, t.training["batch_size"]))
+        if rate is None:
+            rate = _calibrate(t, space.resources.cpu, data_dir)
+            calibrated.append(t.architecture)
+        train_s, eval_s = rate
+        out[(t.architecture, t.dataset)] = fit * train_s + evaluated * eval_s
+    if not calibrated:
+        return out, "from this hardware's epochs already in the store"
+    if len(calibrated) == len(out):
+        return out, f"from a calibration of {CALIBRATION_STEPS} training steps per architecture"
+    return out, (f"from the store where it has them, else a calibration ({', '.join(sorted(set(calibrated)))})")
+
+
+def _dataset(name):
+    from .data import DATASETS
+
+    return DATASETS[name]
+
+
+def _stored_rates(results_dir, hardware: str) -> dict:
+    """(architecture, dataset, batch size) → (train seconds per image, evaluation seconds per image),
+    medians over this hardware's stored epochs."""
+    if not (Path(results_dir) / "store.json").is_file():
+        return {}
+    store = ResultsStore.check(results_dir, must_exist=True)
+    trials, epochs = store.trials(), store.epochs()
+    if trials.empty or epochs.empty:
+        return {}
+    trials = trials[trials["stage"] == "benchmark"].copy()
+    here = trials.apply(lambda r: (f"GPU {r.gpu_model}" if str(r.device).startswith("cuda") else f"CPU {r.cpu_model}")
+                        == hardware, axis=1)
+    trials = trials[here]
+    out = {}
+    for row in trials.itertuples():
+        try:
+            training = json.loads(row.config_json)["training"]
+        except (TypeError, ValueError, KeyError):
+            continue
+        e = epochs[epochs["trial_id"] == row.trial_id]
+        if e.empty:
+            continue
+        evaluated = 2 * training.get("val_size", 5000)
+        key = (row.architecture, row.dataset, training.get("batch_size"))
+        out.setdefault(key, []).append(((1 / e["images_per_s"]).median(), (e["eval_time_s"] / evaluated).median()))
+    return {k: (float(sum(a for a, _ in v) / len(v)), float(sum(b for _, b in v) / len(v))) for k, v in out.items()}
+
+
+def _calibrate(trial: Trial, cpus: float, data_dir) -> tuple[float, float]:
+    """Seconds per training image and per evaluated image: a few timed steps on random inputs."""
+    import torch
+
+    from .train import Trainer
+
+    splits = _shape_only_splits(trial, data_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cpus)))
+    try:
+        trainer = Trainer(trial, splits, "cpu", test=False)
+        batch = trial.training["batch_size"]
+        x = torch.randn(batch, *splits.in_shape)
+        y = splits.train_y[:1].expand(batch, *splits.train_y.shape[1:]).clone()
+
+        def step():
+            loss = trainer.task.loss(trainer._forward(x), y)
+            trainer.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            trainer.optimizer.step()
+
+        trainer.model.train()
+        step()  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(CALIBRATION_STEPS):
+            step()
+        train_s = (time.perf_counter() - t0) / (CALIBRATION_STEPS * batch)
+        trainer.model.eval()
+        with torch.inference_mode():
+            xe = torch.randn(4 * batch, *splits.in_shape)
+            trainer._forward(xe)
+            t0 = time.perf_counter()
+            trainer._forward(xe)
+            eval_s = (time.perf_counter() - t0) / len(xe)
+        return train_s, eval_s
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _shape_only_splits(trial: Trial, data_dir):
+    return _one_image(trial.dataset, str(data_dir))
+
+
+@lru_cache(maxsize=None)
+def _one_image(name: str, data_dir: str):
+    """A one-image split of the dataset, for its input shape, classes and task."""
+    import torch
+
+    from .data import ImageSplits
+
+    splits = _dataset(name).load(Path(data_dir), val_size=1, split_seed=0, train_limit=1, test_limit=1)
+    if isinstance(splits, ImageSplits):
+        return splits
+    x = torch.zeros(1, *splits.in_shape)
+    y = torch.zeros(1, dtype=torch.long)
+    return ImageSplits(x, y, x, y, x, y, classes=splits.classes, task=splits.task)

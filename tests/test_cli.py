@@ -1,0 +1,118 @@
+"""The ``stbench`` command: subcommands, ``--set`` overrides, ``plan`` (no Ray), and what a run records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import stbench
+from harness.errors import UserError
+from harness.space import apply_overrides, load_space
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_help_lists_the_four_commands(capsys):
+    assert stbench(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("run", "plan", "report", "verify"):
+        assert f"  {command} " in out
+
+
+def test_unknown_command_is_one_line(capsys):
+    assert stbench(["frobnicate"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "allowed: run, plan, report, verify" in err[0]
+
+
+def test_set_overrides_apply_before_validation():
+    space, _ = load_space("quick", overrides=["training.epochs=1", "datasets.mnist.lr=0.02", "resources.gpu=0.25",
+                                              "training.seeds=[3, 5]"])
+    assert space.training_for("mnist").epochs == 1
+    assert space.training_for("mnist").lr == 0.02
+    assert space.resources.gpu == 0.25
+    assert sorted(t.seed for t in space.trials()) == [3, 3, 3, 3, 5, 5, 5, 5]
+
+
+@pytest.mark.parametrize("override, field", [
+    ("training.nosuchkey=1", "training.nosuchkey: unknown key"),
+    ("training.epochs=0", "training.epochs"),
+    ("training.optimizer=rmsprop", "training.optimizer"),
+    ("datasets.fashion_mnist.lr=0.1", "datasets.fashion_mnist is not in the space"),
+    ("training.epochs", "expected KEY=VALUE"),
+    ("training.lr.low=1", "training.lr is not a mapping"),
+])
+def test_bad_override_is_the_same_one_line_error_as_bad_yaml(override, field):
+    with pytest.raises(UserError) as e:
+        load_space("quick", overrides=[override])
+    assert field in str(e.value) and "\n" not in str(e.value)
+
+
+def test_overrides_never_change_the_parsed_mapping():
+    raw = {"training": {"epochs": 3}}
+    assert apply_overrides(raw, ["training.epochs=1"]) == {"training": {"epochs": 1}}
+    assert raw == {"training": {"epochs": 3}}
+
+
+def test_plan_lists_the_trials_without_ray(mnist_root, tmp_path, capsys):
+    import ray
+
+    rc = stbench(["plan", "--space", "quick", "--data-dir", str(mnist_root), "--results-dir", str(tmp_path / "r"),
+                  "--json"])
+    assert rc == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["counts"] == {"done": 0, "to run": 8, "failed": 0}
+    assert {(t["architecture"], t["seed"]) for t in plan["trials"]} == {
+        (a, s) for a in ("convnet", "stnet", "coordconv", "stcoordconv") for s in (0, 1)}
+    assert plan["wall_s"] > 0 and "calibration" in plan["estimate_source"]
+    assert all(t["seconds"] > 0 for t in plan["trials"])
+    assert not ray.is_initialized()
+    assert not (tmp_path / "r").exists()  # planning writes nothing
+
+    stbench(["plan", "--space", "quick", "--data-dir", str(mnist_root), "--results-dir", str(tmp_path / "r"),
+             "--json", "--set", "training.epochs=1", "--set", "training.seeds=1"])
+    one = json.loads(capsys.readouterr().out)
+    assert one["counts"]["to run"] == 4 and all(t["epochs"] == 1 for t in one["trials"])
+
+
+def test_plan_bad_override_exits_2_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "harness", "plan", "--space", "quick", "--set",
+                          "training.nosuchkey=1", "--results-dir", str(tmp_path / "r")],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "training.nosuchkey: unknown key" in lines[0]
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_run_records_overrides_and_plan_sees_the_store(mnist_root, tmp_path, capsys):
+    """A real run through ``stbench run`` with overrides: the runs table records them, the planned trials
+    and the data directory; ``plan`` then finds every trial done and estimates from the stored epochs."""
+    from harness.store import ResultsStore
+
+    results = tmp_path / "results"
+    args = ["--space", "tiny", "--data-dir", str(mnist_root), "--results-dir", str(results),
+            "--set", "training.epochs=1", "--set", "training.train_limit=256", "--set", "training.val_size=128"]
+    out = subprocess.run([sys.executable, "-m", "harness", "run", *args, "--wandb-mode", "disabled"],
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "trials done" in out.stdout  # the progress line
+    store = ResultsStore(results)
+    run = store.runs().iloc[0]
+    assert json.loads(run.overrides_json) == ["training.epochs=1", "training.train_limit=256", "training.val_size=128"]
+    assert Path(run.data_dir) == Path(mnist_root).resolve()
+    planned = json.loads(run.planned_json)
+    assert sorted(p["trial_id"] for p in planned) == sorted(store.trials().trial_id)
+    assert (store.epochs().groupby("trial_id").epoch.max() == 1).all()
+
+    assert stbench(["plan", *args, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["counts"] == {"done": 2, "to run": 0, "failed": 0}
+    assert stbench(["plan", *args[:-6], "--json", "--set", "training.epochs=2"]) == 0  # same cells, new identity
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["counts"]["to run"] == 2 and "store" in plan["estimate_source"]

@@ -1,0 +1,84 @@
+"""Every shipped search space validates and plans; the ones that fit this machine run end to end with the
+shipped defaults (W&B offline, tuning on), shrunk only through ``--set`` overrides on the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.plan import make_plan
+from harness.space import SPACES_DIR, load_space
+from harness.store import ResultsStore, verify
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+SMALL = [s for s in SHIPPED if s in ("tiny", "quick", "tune_loc_lr_small") or s.endswith("_small")]
+
+
+def test_the_small_spaces_are_the_ones_ci_runs():
+    assert {"tiny", "quick", "tune_loc_lr_small", "paper_stn_distorted_small", "paper_coordconv_small"} <= set(SMALL)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_space_validates_and_plans(name, tmp_path, mnist_root):
+    space, _ = load_space(name)
+    plan = make_plan(space, select_by={}, results_dir=tmp_path / "r", data_dir=mnist_root, estimate=False)
+    assert len(plan.trials) == len(space.trials()) > 0
+    assert {t.state for t in plan.trials} == {"to run"}
+    assert len({t.trial_id for t in plan.trials}) == len(plan.trials)
+
+
+def shrink(name: str) -> list[str]:
+    """``--set`` overrides that make a space's trials seconds long: one epoch (the tuning stage: two Optuna
+    trials of one epoch), a few hundred images; every other setting, W&B and the tuning ranges as shipped."""
+    space, _ = load_space(name)
+    sets = []
+    for dataset in space.datasets:
+        for key, value in (("epochs", 1), ("train_limit", 384), ("val_size", 128), ("test_limit", 128)):
+            sets += ["--set", f"datasets.{dataset}.{key}={value}"]
+    if space.tune is not None:
+        sets += ["--set", "tune.trials=2", "--set", "tune.epochs=1", "--set", "tune.train_limit=384"]
+    return sets
+
+
+def run_space(name: str, results: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "run_benchmark.py", "--space", name, "--results-dir", str(results),
+           "--data-dir", str(data_dir), "--max-concurrent", "2", *shrink(name), *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SMALL)
+def test_small_space_runs_end_to_end_with_shipped_defaults(name, tmp_path, mnist_root):
+    from wandb_offline import read_runs
+
+    space, _ = load_space(name)
+    assert space.wandb.mode == "offline"  # as shipped: the test must not need to change it
+    results = tmp_path / "results"
+    out = run_space(name, results, mnist_root)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    problems, counts = verify(results)
+    assert not problems, problems
+    trials = ResultsStore(results).trials()
+    bench = trials[trials.stage == "benchmark"]
+    assert len(bench) == len(space.trials()) and (bench.status == "complete").all(), bench[["trial_id", "status", "error"]]
+    runs = read_runs(results / "wandb")
+    bench_runs = [r for r in runs if r.run is not None and "tune" not in list(r.run.tags)]
+    assert len(bench_runs) == len(bench)  # one offline W&B run per benchmark trial
+    assert all(r.history and r.exited for r in bench_runs)
+    if space.tune is not None:
+        tune = trials[trials.stage == "tune"]
+        assert len(tune) == 2 * len(space.tune.architectures) * len(space.datasets)
+        assert tune.status.isin(["complete", "stopped"]).all()
+        tune_runs = [r for r in runs if r.run is not None and "tune" in list(r.run.tags)]
+        assert len(tune_runs) == len(tune)  # tuning trials log to W&B too, named and tagged by their study
+        for r in tune_runs:
+            tags = list(r.run.tags)
+            assert any(t.startswith("study=") for t in tags) and r.run.display_name.startswith("tune-")
+        assert bench.lr_tuned.all() and bench.study.notna().all()
+        assert json.loads(bench.config_json.iloc[0])["tuned"]
