@@ -69,7 +69,7 @@ def full_epoch_seconds(arch: str, data, device: torch.device, stack: int) -> flo
     epoch; ``stack`` > 1: the stack's epoch divided by its seeds."""
     trial = plain_trial(arch, epochs=2, batch_size=BATCH, lr=LR, momentum=MOMENTUM, val_size=len(data.val_y))
     trainer = Trainer(trial, data, device, test=False) if stack == 1 else \
-        StackedTrainer(trial, range(stack), data, device, test=False)
+        StackedTrainer(trial.with_seeds(range(stack)), data, device, test=False)
     epochs = trainer.run()
     next(epochs)  # warm-up: first calls, cuDNN's algorithm search, allocator
     sync(device)

@@ -46,6 +46,7 @@ from harness.models import MODELS, build_model  # noqa: E402
 from harness.provenance import cpu_model  # noqa: E402
 from harness.stacked import DEFAULT_STACK, StackedTrainer  # noqa: E402
 from harness.train import Trainer  # noqa: E402
+from harness.trial import Trial  # noqa: E402
 
 try:
     import psutil  # a Ray dependency; the GPU check may run where it is missing
@@ -70,19 +71,18 @@ def workers_cpu(workers) -> float:
 
 
 # Training's defaults (harness/space.py), spelt out so that this script needs no pydantic (see gpu_check.py)
-TRAINING_DEFAULTS = {"epochs": 20, "batch_size": 64, "optimizer": "sgd", "lr": 0.01, "momentum": 0.0,
+TRAINING_DEFAULTS = {"stack": None, "epochs": 20, "batch_size": 64, "optimizer": "sgd", "lr": 0.01, "momentum": 0.0,
                      "weight_decay": 0.0, "loc_lr": None, "loc_lr_mult": None, "val_size": 5000, "split_seed": 0,
                      "train_limit": None, "test_limit": None, "precision": "fp32", "channels_last": False,
                      "compile": False}
 
 
-def plain_trial(arch: str, dataset: str = "mnist", seed: int = 0, **training) -> dict:
+def plain_trial(arch: str, dataset: str = "mnist", seed: int = 0, **training) -> Trial:
     """A trial config as ``SearchSpace.trials()`` makes it (without the id), from Training's defaults."""
     unknown = set(training) - set(TRAINING_DEFAULTS)
     if unknown:
         raise ValueError(f"unknown training keys {sorted(unknown)}")
-    return {"architecture": arch, "dataset": dataset, "seed": seed, "model_options": {},
-            "training": {**TRAINING_DEFAULTS, **training}}
+    return Trial(architecture=arch, dataset=dataset, seeds=(seed,), training={**TRAINING_DEFAULTS, **training})
 
 
 # -- reference side --------------------------------------------------------------------------------
@@ -138,7 +138,7 @@ class HarnessLoop:
                             val_size=len(splits.val_y), train_limit=images, test_limit=len(splits.test_y),
                             **switches)
         self.trainer = Trainer(trial, splits, device) if stack == 1 else \
-            StackedTrainer(trial, range(stack), splits, device)
+            StackedTrainer(trial.with_seeds(range(stack)), splits, device)
         self.images = len(splits.train_y) * stack
         self.epochs = self.trainer.run()
         first = self._next()  # warm-up epoch (and, with compile, the compilation)

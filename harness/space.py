@@ -244,8 +244,9 @@ class SearchSpace(BaseModel):
         return {d: self.training_for(d).stack or DEFAULT_STACK[device] for d in self.datasets}
 
 
-# Seeds stacked into one vmapped trial when the space does not say (``Training.stack``), per device kind.
-DEFAULT_STACK = {"cpu": 1, "cuda": 1}
+# Seeds stacked into one vmapped trial when the space does not say (``Training.stack``), per device kind:
+# measured and set in harness/stacked.py, which the GPU check imports without pydantic.
+from .stacked import DEFAULT_STACK  # noqa: E402
 
 
 def resolve_space_path(space: str | Path | None) -> Path:

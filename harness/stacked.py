@@ -8,7 +8,7 @@ Each seed stays its own experiment, exactly as ``harness.train.Trainer`` runs it
 
 * initialisation: seed ``s``'s model is built after ``seed_everything(s)``, as the Trainer builds it, so
   stacked and unstacked seed ``s`` start from the same weights;
-* data order: seed ``s`` reads ``splits.train_batches(batch, seed=s * 100_003 + epoch)``, the Trainer's order;
+* data order: seed ``s`` reads ``splits.train_batches(batch, seed=shuffle_seed(s, epoch))``, the Trainer's order;
 * dropout: ``vmap(..., randomness="different")`` draws each seed's masks independently;
 * optimizer: ``build_optimizer`` over the stacked tensors, so the groups (the localization network's at
   its own learning rate) are the Trainer's; SGD and Adam are element-wise, so each seed's slice of the
@@ -37,16 +37,14 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .models import build_model, count_parameters, localization_parameters
-from .train import EVAL_BATCH, build_optimizer, seed_everything
+from .train import EVAL_BATCH, build_optimizer, model_spec, seed_everything, shuffle_seed
+from .trial import Trial
 
-# Seeds per stack when the space does not say: measured by benchmarks/throughput.py (README, Performance).
-DEFAULT_STACK = {"cpu": 2, "cuda": 8}
+# Seeds per Tune trial when the space does not say (``Training.stack``), per device kind: measured with
+# benchmarks/throughput.py (README, Performance); CUDA's is unmeasured until benchmarks/gpu_check.py runs.
+DEFAULT_STACK = {"cpu": 1, "cuda": 5}
 
 DONE = ("complete", "diverged")
-
-
-def default_stack(device: torch.device | str) -> int:
-    return DEFAULT_STACK.get(torch.device(device).type, 1)
 
 
 class _StackedParameters(nn.Module):
@@ -67,17 +65,14 @@ class _StackedParameters(nn.Module):
 
 
 class StackedTrainer:
-    """Train ``seeds`` of one trial config as one vmapped model; ``run()`` yields ``{seed: metrics}`` per epoch.
+    """Train the seeds of ``trial`` (a ``Trial`` of K seeds, one cell) as one vmapped model; ``run()`` yields
+    ``{seed: metrics}`` per epoch."""
 
-    ``trial``: the Trainer's trial dict (``architecture``, ``training``, ``model_options``; its ``seed`` is
-    ignored), ``seeds``: the K seeds, all sharing the settings.
-    """
-
-    def __init__(self, trial: dict, seeds, splits, device: torch.device | str = "cpu", test: bool = True):
+    def __init__(self, trial: Trial, splits, device: torch.device | str = "cpu", test: bool = True):
         self.test = test
         self.trial = trial
-        self.training = trial["training"]
-        self.seeds = [int(s) for s in seeds]
+        self.training = trial.training
+        self.seeds = [int(s) for s in trial.seeds]
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
             raise ValueError(f"seeds: need distinct seeds, got {self.seeds}")
         if self.training.get("compile", False):
@@ -88,8 +83,8 @@ class StackedTrainer:
         models = []
         for seed in self.seeds:  # exactly the Trainer's construction, seed by seed
             seed_everything(seed)
-            models.append(build_model(trial["architecture"], splits.in_shape, splits.num_classes,
-                                      **trial.get("model_options", {})).to(self.device))
+            models.append(build_model(trial.architecture, splits.in_shape, splits.num_classes,
+                                      **trial.model_options).to(self.device))
         self.bf16 = self.training.get("precision", "fp32") == "bf16"
         if self.bf16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError(f"precision: bf16 is not supported by {torch.cuda.get_device_name(self.device)}; use fp32")
@@ -152,13 +147,21 @@ class StackedTrainer:
             "params": {n: p.detach().clone() for n, p in self.params.items()},
             "buffers": {n: b.clone() for n, b in self.buffers.items()},
             "optimizer": self.optimizer.state_dict(), "rng_cpu": torch.get_rng_state(),
-            "model_spec": {"architecture": self.trial["architecture"], "in_shape": list(self.splits.in_shape),
-                           "num_classes": self.splits.num_classes, "classes": list(self.splits.classes),
-                           "model_options": self.trial.get("model_options", {})},
+            "model_spec": self.model_spec,
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         return state
+
+    @property
+    def model_spec(self) -> dict:
+        """What rebuilds one seed's model from its saved weights (``analysis.checkpoints``)."""
+        return model_spec(self.trial, self.splits)
+
+    def best_weights(self) -> dict[int, dict]:
+        """seed → its best-validation weights (an unstacked state_dict) and their epoch."""
+        return {s: {"state_dict": self.best_state[i], "best_epoch": self.best_epoch[i]}
+                for i, s in enumerate(self.seeds)}
 
     def load_state_dict(self, state: dict) -> None:
         if [int(s) for s in state["seeds"]] != self.seeds:
@@ -227,7 +230,7 @@ class StackedTrainer:
 
     def _epoch(self, epoch: int, active: list[int]) -> dict[int, dict]:
         k, n, batch = len(self.seeds), self.splits.n_train, self.training["batch_size"]
-        streams = [self.splits.train_batches(batch, seed=s * 100_003 + epoch) for s in self.seeds]
+        streams = [self.splits.train_batches(batch, seed=shuffle_seed(s, epoch)) for s in self.seeds]
         mask = torch.zeros(k, device=self.device)
         mask[active] = 1.0
         loss_sum = torch.zeros(k, device=self.device)

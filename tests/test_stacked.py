@@ -34,7 +34,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop")  #
 
 @pytest.fixture(scope="module")
 def trials():
-    return {t["architecture"]: t for t in parse_space(SPACE).trials()}
+    return {t.architecture: t for t in parse_space(SPACE).trials()}
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +52,16 @@ def without_dropout(module: nn.Module) -> nn.Module:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_each_stacked_seed_starts_from_its_unstacked_weights_with_the_same_optimizer_groups(trials, splits, arch):
-    stack = StackedTrainer(trials[arch], [3, 0], splits)
+    stack = StackedTrainer(trials[arch].with_seeds([3, 0]), splits)
     for i, seed in enumerate([3, 0]):
-        alone = Trainer({**trials[arch], "seed": seed}, splits)
+        alone = Trainer(trials[arch].with_seeds([seed]), splits)
         expected = alone.model.state_dict()
         got = stack.seed_state_dict(i)
         assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
         assert [(g["name"], g["lr"], [tuple(p.shape[1:]) for p in g["params"]]) for g in stack.optimizer.param_groups] \
             == [(g["name"], g["lr"], [tuple(p.shape) for p in g["params"]]) for g in alone.optimizer.param_groups]
     if arch.startswith("st"):
-        assert stack.optimizer.param_groups[1]["lr"] == effective_loc_lr(trials[arch]["training"]) == 0.025
+        assert stack.optimizer.param_groups[1]["lr"] == effective_loc_lr(trials[arch].training) == 0.025
 
 
 def cut(splits: ImageSplits, n: int, dtype=torch.float32) -> ImageSplits:
@@ -80,16 +80,16 @@ def test_a_stacked_seeds_losses_agree_with_its_unstacked_run_to_float_tolerance(
     is as close to the exact (float64) run as the unstacked float32 run is: the bound is a small multiple of
     the unstacked float32 run's own error (its largest over the epochs and losses: rounding differences grow
     through training, so one value's error is a noisy scale), plus a few float32 roundings of the means."""
-    trial = {**trials[arch], "training": {**trials[arch]["training"], "lr": 0.01, "epochs": 2}}
     seeds, data = [0, 1], cut(splits, 192)
-    stack = StackedTrainer(trial, seeds, data)
+    trial = trials[arch].with_training(lr=0.01, epochs=2)
+    stack = StackedTrainer(trial.with_seeds(seeds), data)
     without_dropout(stack.base)
     stacked = list(stack.run())
     for seed in seeds:
         runs = {}
         for name, dtype in (("f32", torch.float32), ("f64", torch.float64)):
             data = cut(splits, 192, dtype)
-            trainer = Trainer({**trial, "seed": seed}, data)
+            trainer = Trainer(trial.with_seeds([seed]), data)
             without_dropout(trainer.model).to(dtype)
             runs[name] = list(trainer.run())
         triples = [(s[seed][k], f32[k], f64[k]) for s, f32, f64 in zip(stacked, runs["f32"], runs["f64"]) for k in LOSSES]
@@ -102,23 +102,25 @@ def test_a_stacked_seeds_losses_agree_with_its_unstacked_run_to_float_tolerance(
 def test_stacked_and_unstacked_seeds_reach_statistically_equivalent_accuracy(trials, splits, mnist_root):
     """Dropout on (masks differ), 4 seeds each way: the mean test accuracies differ by less than three
     standard errors of the difference (plus one test image)."""
-    trial = {**trials["convnet"], "training": {**trials["convnet"]["training"], "epochs": 2, "train_limit": 1000}}
+    trial = trials["convnet"].with_training(epochs=2, train_limit=1000)
     data = load_splits(trial, mnist_root)
     seeds = [0, 1, 2, 3]
-    stacked = [m[s]["test_acc"] for m in StackedTrainer(trial, seeds, data).run() for s in seeds if "test_acc" in m[s]]
-    alone = [list(Trainer({**trial, "seed": s}, data).run())[-1]["test_acc"] for s in seeds]
+    stacked = [m[s]["test_acc"] for m in StackedTrainer(trial.with_seeds(seeds), data).run() for s in seeds
+               if "test_acc" in m[s]]
+    alone = [list(Trainer(trial.with_seeds([s]), data).run())[-1]["test_acc"] for s in seeds]
     assert len(stacked) == len(alone) == 4 and min(stacked + alone) > 0.3  # chance: 0.1
     se = math.sqrt(statistics.variance(stacked) / 4 + statistics.variance(alone) / 4)
     assert abs(statistics.mean(stacked) - statistics.mean(alone)) <= 3 * se + 1 / len(data.test_y)
 
 
 def test_resuming_a_stack_mid_run_matches_an_uninterrupted_run(trials, splits, tmp_path):
-    trial, seeds = trials["stnet"], [0, 1]  # dropout on: the RNG state travels with the checkpoint
-    straight = list(StackedTrainer(trial, seeds, splits).run())
-    first = StackedTrainer(trial, seeds, splits)
+    seeds = [0, 1]
+    trial = trials["stnet"].with_seeds(seeds)  # dropout on: the RNG state travels with the checkpoint
+    straight = list(StackedTrainer(trial, splits).run())
+    first = StackedTrainer(trial, splits)
     head = next(first.run())
     torch.save(first.state_dict(), tmp_path / "state.pt")
-    resumed = StackedTrainer(trial, seeds, splits)
+    resumed = StackedTrainer(trial, splits)
     resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
     tail = list(resumed.run())
     assert [sorted(m) for m in [head, *tail]] == [seeds] * 3
@@ -128,15 +130,15 @@ def test_resuming_a_stack_mid_run_matches_an_uninterrupted_run(trials, splits, t
             [m[seed]["val_loss"] for m in straight], rel=1e-6)
         assert tail[-1][seed]["test_acc"] == straight[-1][seed]["test_acc"]
     with pytest.raises(ValueError, match="seeds"):
-        StackedTrainer(trial, [0, 2], splits).load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+        StackedTrainer(trial.with_seeds([0, 2]), splits).load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
 
 
 def test_a_diverging_seed_stops_alone_and_the_others_are_untouched(trials, splits):
     """Seed 1's weights poisoned with inf: it reports ``diverged`` once and then nothing; seeds 0 and 2 train
     exactly as in a clean stack (no NaN leaks through the batched kernels)."""
-    trial, seeds = trials["stnet"], [0, 1, 2]
-    clean = list(StackedTrainer(trial, seeds, splits).run())
-    poisoned = StackedTrainer(trial, seeds, splits)
+    trial = trials["stnet"].with_seeds([0, 1, 2])
+    clean = list(StackedTrainer(trial, splits).run())
+    poisoned = StackedTrainer(trial, splits)
     with torch.no_grad():
         poisoned.params["classifier.fc2.weight"][1].fill_(math.inf)
     reports = list(poisoned.run())
@@ -147,7 +149,7 @@ def test_a_diverging_seed_stops_alone_and_the_others_are_untouched(trials, split
     for seed in (0, 2):
         assert [r[seed]["val_loss"] for r in reports] == [c[seed]["val_loss"] for c in clean]
         assert reports[-1][seed]["test_acc"] == clean[-1][seed]["test_acc"]
-    resumed = StackedTrainer(trial, seeds, splits)  # after the end, a restart says the result again
+    resumed = StackedTrainer(trial, splits)  # after the end, a restart says the result again
     resumed.load_state_dict(poisoned.state_dict())
     again = list(resumed.run())
     assert len(again) == 1 and again[0][1]["status"] == "diverged" and again[0][2]["test_acc"] == clean[-1][2]["test_acc"]
@@ -155,12 +157,12 @@ def test_a_diverging_seed_stops_alone_and_the_others_are_untouched(trials, split
 
 def test_best_validation_weights_load_into_the_unstacked_model(trials, splits):
     trial = trials["stcoordconv"]
-    stack = StackedTrainer(trial, [5, 6], splits)
+    stack = StackedTrainer(trial.with_seeds([5, 6]), splits)
     final = list(stack.run())[-1]
     for i, seed in enumerate([5, 6]):
         model = build_model("stcoordconv", splits.in_shape, splits.num_classes)
-        model.load_state_dict(stack.best_state[i])
-        evaluator = Trainer({**trial, "seed": seed}, splits)
+        model.load_state_dict(stack.best_weights()[seed]["state_dict"])
+        evaluator = Trainer(trial.with_seeds([seed]), splits)
         evaluator.model = model
         loss, acc = evaluator.evaluate(splits.test_x, splits.test_y)
         assert acc == final[seed]["test_acc"] and loss == pytest.approx(final[seed]["test_loss"], rel=1e-5)
@@ -168,12 +170,12 @@ def test_best_validation_weights_load_into_the_unstacked_model(trials, splits):
 
 
 def test_metrics_have_the_trainers_keys(trials, splits):
-    trial = {**trials["convnet"], "training": {**trials["convnet"]["training"], "epochs": 1}}
-    alone = list(Trainer({**trial, "seed": 0}, splits).run())[-1]
-    stacked = list(StackedTrainer(trial, [0, 1], splits).run())[-1]
+    trial = trials["convnet"].with_training(epochs=1)
+    alone = list(Trainer(trial, splits).run())[-1]
+    stacked = list(StackedTrainer(trial.with_seeds([0, 1]), splits).run())[-1]
     assert stacked[0].keys() == stacked[1].keys() == alone.keys()
     with pytest.raises(ValueError, match="compile"):
-        StackedTrainer({**trial, "training": {**trial["training"], "compile": True}}, [0, 1], splits)
+        StackedTrainer(trial.with_training(compile=True).with_seeds([0, 1]), splits)
 
 
 def test_trainer_models_data_and_stacking_import_without_ray_optuna_wandb_or_pydantic(mnist_root):
