@@ -201,3 +201,31 @@ def test_trainer_models_data_and_stacking_import_without_ray_optuna_wandb_or_pyd
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_stacked_ray_run_stores_one_row_per_seed_under_its_own_id(ray_local, tmp_path, mnist_root):
+    """stack: 2 with 3 seeds: Tune runs a stack of seeds 0, 1 and a one-seed trial of seed 2; the store sees
+    three seeds, each under the id it has unstacked, with its own epochs and best weights."""
+    from conftest import space_yaml
+    from harness.cli import main
+    from harness.store import ResultsStore
+
+    space = tmp_path / "stacked.yaml"
+    space.write_text(space_yaml(name="stacked", architectures=["stnet"],
+                                training={"seeds": 3, "stack": 2, "epochs": 2, "val_size": 200, "train_limit": 300,
+                                          "test_limit": 200}))
+    results = tmp_path / "results"
+    assert main(["--space", str(space), "--results-dir", str(results), "--data-dir", str(mnist_root), "--quiet"]) == 0
+    store = ResultsStore.open(results, create=False)
+    trials, epochs = store.trials(), store.epochs()
+    expected = {t.seed: t.trial_id for t in parse_space(space.read_text()).trials()}
+    assert dict(zip(trials.seed, trials.trial_id)) == expected and set(trials.status) == {"complete"}
+    assert sorted(trials["stack"]) == [1, 2, 2]
+    assert len(epochs) == 6 and not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert set(epochs.trial_id) == set(expected.values())
+    for seed, tid in expected.items():
+        saved = torch.load(store.checkpoint_path(tid), weights_only=True)
+        model = build_model("stnet", (1, 28, 28), 10)
+        model.load_state_dict(saved["state_dict"])
+    assert trials.test_acc.between(0, 1).all() and trials.test_acc.nunique() > 1  # three different seeds
