@@ -220,7 +220,7 @@ def main(argv=None) -> int:
                    help=f"harness variants, comma-separated, each one of {', '.join(VARIANTS)} or several joined by +")
     p.add_argument("--stack", default=None,
                    help="also measure seed-stacked trials: comma-separated seeds per stack (default: the device's "
-                        f"default stack, {DEFAULT_STACK}; 1 = off), alone and filling the machine")
+                        f"default stack {DEFAULT_STACK}, at least 2; 1 = off), alone and filling the machine")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $STBENCH_DATA_DIR or ./datasets)")
     p.add_argument("--json", type=Path, help="also write the raw measurements here")
@@ -244,7 +244,7 @@ def main(argv=None) -> int:
         p.error(f"--trials: must be at least 1, got {trials}")
     trial_threads = max(1, args.threads // trials)  # each concurrent trial's share
     try:
-        stacks = [int(k) for k in (args.stack or str(DEFAULT_STACK.get(device.type, 1))).split(",")]
+        stacks = [int(k) for k in (args.stack or str(max(2, DEFAULT_STACK.get(device.type, 1)))).split(",")]
     except ValueError:
         p.error(f"--stack: comma-separated whole numbers >= 1, got {args.stack!r}")
     if min(stacks) < 1:
@@ -262,7 +262,8 @@ def main(argv=None) -> int:
             (f", stacked {k}" if k > 1 else "")
 
     shapes = [(n, k) for n in sorted({1, trials}) for k in [1, *stacks]]
-    rows = [(label(v, n, k), v, n, k) for n, k in shapes for v in variants]
+    rows = [(label(v, n, k), v, n, k) for n, k in shapes for v in variants
+            if k == 1 or not {"compile", "channels_last"} & set(switches[v])]  # neither works under vmap
     print(f"stbench throughput: {images} images per repeat, {args.repeats} repeats (median), warm-up excluded, "
           f"batch {BATCH}, SGD lr {LR} momentum {MOMENTUM}")
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_model()}, "

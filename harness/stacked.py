@@ -75,8 +75,9 @@ class StackedTrainer:
         self.seeds = [int(s) for s in trial.seeds]
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
             raise ValueError(f"seeds: need distinct seeds, got {self.seeds}")
-        if self.training.get("compile", False):
-            raise ValueError("compile: not supported together with stack > 1; use one or the other")
+        for switch in ("compile", "channels_last"):  # neither works under vmap (torch 2.15)
+            if self.training.get(switch, False):
+                raise ValueError(f"{switch}: not supported together with stack > 1; use one or the other")
         self.splits = splits
         self.task = splits.task
         self.device = torch.device(device)
@@ -88,7 +89,6 @@ class StackedTrainer:
         self.bf16 = self.training.get("precision", "fp32") == "bf16"
         if self.bf16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError(f"precision: bf16 is not supported by {torch.cuda.get_device_name(self.device)}; use fp32")
-        self.channels_last = bool(self.training.get("channels_last", False))
         loc_ids = {id(p) for p in localization_parameters(models[0])}
         loc_names = {n for n, p in models[0].named_parameters() if id(p) in loc_ids}
         params, buffers = stack_module_state(models)
@@ -119,8 +119,6 @@ class StackedTrainer:
         return self.holder.as_dict()
 
     def _one(self, params, buffers, x):
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         return functional_call(self.base, (params, buffers), (x,))
 
     def _forward(self, fn, params, x) -> torch.Tensor:

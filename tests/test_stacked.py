@@ -174,8 +174,9 @@ def test_metrics_have_the_trainers_keys(trials, splits):
     alone = list(Trainer(trial, splits).run())[-1]
     stacked = list(StackedTrainer(trial.with_seeds([0, 1]), splits).run())[-1]
     assert stacked[0].keys() == stacked[1].keys() == alone.keys()
-    with pytest.raises(ValueError, match="compile"):
-        StackedTrainer(trial.with_training(compile=True).with_seeds([0, 1]), splits)
+    for switch in ("compile", "channels_last"):
+        with pytest.raises(ValueError, match=switch):
+            StackedTrainer(trial.with_training(**{switch: True}).with_seeds([0, 1]), splits)
 
 
 def test_trainer_models_data_and_stacking_import_without_ray_optuna_wandb_or_pydantic(mnist_root):
