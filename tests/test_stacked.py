@@ -230,3 +230,14 @@ def test_a_stacked_ray_run_stores_one_row_per_seed_under_its_own_id(ray_local, t
         model = build_model("stnet", (1, 28, 28), 10)
         model.load_state_dict(saved["state_dict"])
     assert trials.test_acc.between(0, 1).all() and trials.test_acc.nunique() > 1  # three different seeds
+
+
+def test_a_space_that_stacks_with_a_switch_vmap_cannot_run_fails_before_training():
+    from harness.errors import UserError
+
+    base = "name: t\narchitectures: [convnet]\ndatasets: {mnist: {}}\n"
+    with pytest.raises(UserError, match="stack: 2 cannot be combined with compile or channels_last"):
+        parse_space(base + "training: {stack: 2, channels_last: true}\n")
+    space = parse_space(base + "training: {compile: true}\n")  # the device's default stack is not applied then
+    assert space.stack_sizes("cuda") == {"mnist": 1}
+    assert parse_space(base).stack_sizes("cuda") == {"mnist": 5} and parse_space(base).stack_sizes("cpu") == {"mnist": 1}
