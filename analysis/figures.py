@@ -2,8 +2,11 @@
 
 Nothing here names a dataset or an architecture: panels are laid out from
 whatever datasets the tables hold, and each architecture keeps one colour in
-every figure (the baseline first). Bands and error bars are the same 95 %
-intervals as in the tables.
+every figure (the baseline first). Bands and error bars are the same intervals
+as in the tables, at the report's confidence, and never leave the metric's range
+(accuracy in [0, 1], loss ≥ 0). With few seeds (``SEED_LINES`` or fewer) a band
+would be a t-interval on 1 or 2 degrees of freedom, wider than the data, so
+learning curves show each seed as a thin line under the mean instead.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from . import stats
 from .metrics import BASELINE, CLOCKS, architecture_order
 
 PANEL = (4.6, 3.2)  # inches per panel
+SEED_LINES = 3  # at most this many seeds per architecture: draw the seeds, not a band
 CURVE_METRICS = {"val_acc": "validation accuracy", "val_loss": "validation loss",
                  "train_acc": "training accuracy (running, dropout on)", "train_loss": "training loss (running)",
                  "train_eval_acc": "training accuracy (eval mode)", "train_eval_loss": "training loss (eval mode)"}
@@ -50,62 +54,91 @@ def _legend(fig, colours: dict, title: str = "architecture"):
     fig.legend(handles, list(colours), title=title, loc="outside lower center", ncols=min(len(colours), 6), frameon=False)
 
 
-def _t_band(confidence: float, bounds=(-math.inf, math.inf)):
-    """seaborn ``errorbar`` callable: the same t-interval as the tables, clipped to the metric's range."""
-    def band(values):
-        ci = stats.t_interval(values, confidence)
-        low, high = (ci.low, ci.high) if math.isfinite(ci.low) else (ci.estimate, ci.estimate)
-        return max(low, bounds[0]), min(high, bounds[1])
-    return band
+def metric_range(metric: str) -> tuple[float, float]:
+    """Where a metric's values (and so its bands) can lie: accuracies in [0, 1], losses and times ≥ 0."""
+    return (0.0, 1.0) if metric.endswith("_acc") else (0.0, math.inf)
+
+
+def seed_band(values: np.ndarray, confidence: float, bounds=(-math.inf, math.inf)):
+    """The t-interval of one epoch's seeds, clipped to the metric's range (NaNs where there is no spread)."""
+    x = values[np.isfinite(values)]
+    if len(x) < 2 or np.ptp(x) == 0:
+        return math.nan, math.nan
+    _, low, high = stats.t_bounds(x, confidence)
+    return max(float(low), bounds[0]), min(float(high), bounds[1])
 
 
 # -- learning curves -----------------------------------------------------------------------------
 def learning_curves(epochs: pd.DataFrame, metrics=("val_acc", "val_loss", "train_loss"), baseline: str = BASELINE,
                     confidence: float = stats.CONFIDENCE) -> plt.Figure:
-    """Mean over seeds per epoch, with a t-interval band, one row per dataset and one column per metric."""
+    """Mean over seeds per epoch, one row per dataset and one column per metric: with at most
+    ``SEED_LINES`` seeds each seed's curve as a thin line, with more a t-interval band clipped to the
+    metric's range."""
     if epochs.empty:
         return _empty("no epochs in the store yet")
     datasets = sorted(epochs["dataset"].unique())
     colours = palette(epochs["architecture"].unique(), baseline)
+    most = int(epochs.groupby(["dataset", "architecture"])["trial_id"].nunique().max())
     fig, axes = _grid(len(datasets), len(metrics))
     for i, dataset in enumerate(datasets):
         data = epochs[epochs["dataset"] == dataset]
         for j, metric in enumerate(metrics):
             ax = axes[i, j]
-            bounded = metric.endswith("_acc")  # accuracies live in [0, 1]; so do their bands
-            band = _t_band(confidence, (0.0, 1.0) if bounded else (-math.inf, math.inf))
-            sns.lineplot(data=data, x="epoch", y=metric, hue="architecture", hue_order=list(colours), palette=colours,
-                         errorbar=band, marker="o", markersize=4, ax=ax, legend=False)
-            if bounded:
-                ax.set_ylim(top=1.0)
+            bounds = metric_range(metric)
+            for arch in (a for a in colours if a in set(data["architecture"])):
+                wide = data[data["architecture"] == arch].pivot_table(index="epoch", columns="trial_id", values=metric)
+                if wide.empty:
+                    continue
+                x, mean = wide.index.to_numpy(), wide.mean(axis=1).to_numpy()
+                if wide.shape[1] <= SEED_LINES:
+                    for trial in wide.columns:
+                        ax.plot(x, wide[trial], color=colours[arch], lw=0.8, alpha=0.45)
+                else:
+                    band = np.array([seed_band(row, confidence, bounds) for row in wide.to_numpy()])
+                    ax.fill_between(x, band[:, 0], band[:, 1], color=colours[arch], alpha=0.18, lw=0)
+                ax.plot(x, mean, color=colours[arch], lw=2, marker="o", markersize=4)
+            if bounds[1] == 1.0:
+                ax.set_ylim(top=min(1.0, ax.get_ylim()[1]))
+            ax.set_ylim(bottom=max(bounds[0], ax.get_ylim()[0]))
             ax.set_title(f"{dataset}: {CURVE_METRICS.get(metric, metric)}")
+            ax.set_xlabel("epoch")
             ax.set_ylabel(CURVE_METRICS.get(metric, metric).split(" (")[0])
             ax.xaxis.get_major_locator().set_params(integer=True)
     _legend(fig, colours)
-    fig.suptitle(f"Learning curves: mean over seeds, band = {confidence:.0%} t-interval")
+    how = ("thin lines = seeds" if most <= SEED_LINES else
+           f"band = {confidence * 100:g} % t-interval (seeds ≤ {SEED_LINES}: thin lines = seeds)")
+    fig.suptitle(f"Learning curves: mean over seeds (bold), {how}")
     return fig
 
 
 # -- time to target ------------------------------------------------------------------------------
 def time_to_target(curves: pd.DataFrame, convergence: pd.DataFrame, baseline: str = BASELINE,
                    confidence: float = stats.CONFIDENCE) -> plt.Figure:
-    """Kaplan–Meier fraction of seeds that reached the target against epochs and against training seconds."""
+    """Kaplan–Meier fraction of seeds that reached the target against epochs and against training seconds
+    (one panel per device model: seconds on different hardware are not comparable)."""
     if curves.empty:
         return _empty("no dataset with a target has epochs yet")
     datasets = sorted(curves["dataset"].unique())
     colours = palette(curves["architecture"].unique(), baseline)
-    fig, axes = _grid(len(datasets), len(CLOCKS))
+    panels = curves[["clock", "hardware"]].drop_duplicates().sort_values(["clock", "hardware"],
+                                                                          key=lambda c: c.map({"epochs": 0, "seconds": 1})
+                                                                          if c.name == "clock" else c)
+    panels = list(panels.itertuples(index=False, name=None))
+    fig, axes = _grid(len(datasets), len(panels))
     targets = convergence.groupby("dataset")["target"].first()
     for i, dataset in enumerate(datasets):
-        for j, clock in enumerate(CLOCKS):
+        for j, (clock, hardware) in enumerate(panels):
             ax = axes[i, j]
-            data = curves[(curves["dataset"] == dataset) & (curves["clock"] == clock)]
-            counts = convergence[convergence["dataset"] == dataset].set_index("architecture")
+            sel = (curves["dataset"] == dataset) & (curves["clock"] == clock) & (curves["hardware"] == hardware)
+            data = curves[sel]
+            counts = convergence[(convergence["dataset"] == dataset) & (convergence["clock"] == clock)
+                                 & (convergence["hardware"] == hardware)].set_index("architecture")
             shown = [a for a in colours if a in set(data["architecture"])]
             for k, arch in enumerate(shown):
                 c = data[data["architecture"] == arch]
                 ax.step(c["time"], c["fraction"], where="post", color=colours[arch], lw=2)
-                ax.fill_between(c["time"], c["low"], c["high"], step="post", color=colours[arch], alpha=0.15, lw=0)
+                ax.fill_between(c["time"], c["low"].clip(0, 1), c["high"].clip(0, 1), step="post",
+                                color=colours[arch], alpha=0.15, lw=0)
                 if arch in counts.index:  # curves often coincide (e.g. all at 0): say how many reached, per colour
                     ax.text(0.02, 0.96 - 0.085 * k, f"{arch}: {counts.at[arch, 'reached']}/"
                             f"{counts.at[arch, 'trials']} reached", transform=ax.transAxes, ha="left", va="top",
@@ -117,11 +150,12 @@ def time_to_target(curves: pd.DataFrame, convergence: pd.DataFrame, baseline: st
             ax.set_xlabel("epoch" if clock == "epochs" else "training seconds (evaluation excluded)")
             ax.set_ylabel("fraction of seeds at target")
             target = targets.get(dataset, float("nan"))
-            ax.set_title(f"{dataset}: val. acc. ≥ {target:.1%}")
+            where = "" if clock == "epochs" else f"\n{hardware}"
+            ax.set_title(f"{dataset}: val. acc. ≥ {target:.1%}{where}", fontsize=9 if where else None)
             if clock == "epochs":
                 ax.xaxis.get_major_locator().set_params(integer=True)
     _legend(fig, colours)
-    fig.suptitle(f"Time to target: Kaplan–Meier fraction reached (censored seeds kept), band = {confidence:.0%} CI")
+    fig.suptitle(f"Time to target: Kaplan–Meier fraction reached (censored seeds kept), band = {confidence * 100:g} % CI")
     return fig
 
 
@@ -159,7 +193,7 @@ def overhead_bars(overhead: pd.DataFrame, baseline: str = BASELINE, confidence: 
             ax.set_xticks(x, data.index, rotation=20)
             ax.set_ylabel(f"× {baseline}")
             ax.set_title(f"{dataset} · {hardware}\n{what}", fontsize=9)
-    fig.suptitle(f"Time overhead relative to {baseline} (ratio of geometric means, {confidence:.0%} CI)")
+    fig.suptitle(f"Time overhead relative to {baseline} (ratio of geometric means, {confidence * 100:g} % CI)")
     return fig
 
 
@@ -181,13 +215,16 @@ def gap_bars(gaps: pd.DataFrame, baseline: str = BASELINE, confidence: float = s
                 x = _bars(ax, archs, d[measure] * scale, d[f"{measure}_low"] * scale, d[f"{measure}_high"] * scale,
                           [colours[a] for a in archs], offset=(k - 0.5) * 0.4, width=0.4, hatch=hatch,
                           label="best-validation epoch" if at == "best" else "last epoch")
+                for xi, values in zip(x, d.get(f"{measure}_values", pd.Series(index=archs, dtype=object))):
+                    seeds = [float(v) * scale for v in str(values).split()] if isinstance(values, str) else []
+                    ax.plot([xi] * len(seeds), seeds, "o", color="black", markersize=3, zorder=3)
             ax.axhline(0, color="black", lw=0.8)
             ax.set_xticks(np.arange(len(archs)), archs, rotation=20)
             ax.set_ylabel(label)
             ax.set_title(f"{dataset}: {label}")
     handles = [plt.Rectangle((0, 0), 1, 1, fc="white", ec="black"), plt.Rectangle((0, 0), 1, 1, fc="white", ec="black", hatch="//")]
     fig.legend(handles, ["best-validation epoch", "last epoch"], loc="outside lower center", ncols=2, frameon=False)
-    fig.suptitle(f"Overfitting gap, mean over seeds ({confidence:.0%} t-interval)")
+    fig.suptitle(f"Overfitting gap: mean over seeds, dots = seeds ({confidence * 100:g} % t-interval where they differ)")
     return fig
 
 

@@ -10,6 +10,8 @@ import math
 
 import pandas as pd
 
+from .stats import MIN_SEEDS_IQM
+
 DASH = "–"
 
 
@@ -29,77 +31,112 @@ def num(x, digits: int = 2, scale: float = 1.0, signed: bool = False) -> str:
     return text.replace("-", "−")
 
 
-def interval(estimate, low, high, digits: int = 2, scale: float = 1.0, signed: bool = False) -> str:
-    """``93.41 [90.10, 96.72]``; the brackets are left out when the interval is undefined (one seed)."""
+def conf_label(confidence: float) -> str:
+    """``0.95`` → ``"95 %"``: every interval label is built from the report's confidence level."""
+    return f"{confidence * 100:g} %"
+
+
+def interval(estimate, low, high, digits: int = 2, scale: float = 1.0, signed: bool = False, note: str = "") -> str:
+    """``93.41 [90.10, 96.72]``; without bounds the estimate alone, with the reason when there is one
+    (``97.49 (all 2 seeds equal)``), never a zero-width interval."""
     head = num(estimate, digits, scale, signed)
     if not (_finite(low) or _finite(high)):
-        return head
+        return f"{head} ({note})" if note and head != DASH else head
     return f"{head} [{num(low, digits, scale, signed)}, {num(high, digits, scale, signed)}]"
 
 
-def accuracy(table: pd.DataFrame) -> pd.DataFrame:
+def seeds(values: str, digits: int = 2, scale: float = 100.0) -> str:
+    """The seeds themselves (``values`` as the accuracy table keeps them), for cells too small for an interval."""
+    parts = [num(float(v), digits, scale) for v in str(values or "").split()]
+    return ("seeds: " + ", ".join(parts)) if parts else DASH
+
+
+def accuracy(table: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    c = conf_label(confidence)
+
+    def robust(r):
+        if _finite(r.iqm_low):
+            return interval(r.iqm, r.iqm_low, r.iqm_high, 2, 100)
+        return seeds(r.values)
+
     return pd.DataFrame({
         "dataset": table["dataset"], "architecture": table["architecture"],
         "seeds": table["seeds"], "failed (diverged + error)": table["diverged"] + table["error"],
         "unfinished (running + pending)": table["running"] + table["pending"],
-        "test acc. %, mean [95 % t-CI]": [interval(r.mean, max(r.mean_low, 0.0), min(r.mean_high, 1.0), 2, 100)
-                                          for r in table.itertuples()],
-        "test acc. %, IQM [95 % bootstrap CI]": [interval(r.iqm, r.iqm_low, r.iqm_high, 2, 100) for r in table.itertuples()],
+        f"test acc. %, mean [{c} t-CI]": [interval(r.mean, max(r.mean_low, 0.0), min(r.mean_high, 1.0), 2, 100,
+                                                  note=r.mean_note) for r in table.itertuples()],
+        f"IQM [{c} CI], or the seeds below {MIN_SEEDS_IQM}": [robust(r) for r in table.itertuples()],
     })
 
 
-def _median_time(median, low, high, observed, reached, unit: str, digits: int) -> str:
-    if reached == 0 or not _finite(median):
-        return f"not reached by half (followed ≤ {num(observed, digits)} {unit})"
-    return interval(median, low, high, digits)
+def median_time(r, digits: int) -> str:
+    """A Kaplan–Meier median with its interval, or why there is none."""
+    unit = "epochs" if r.clock == "epochs" else "s"
+    if r.reached == 0 or not _finite(r.median):
+        return f"not reached by half (followed ≤ {num(r.observed, digits)} {unit})"
+    return interval(r.median, r.low, r.high, digits, note=r.note and "too few trials for an interval")
 
 
-def convergence(table: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "dataset": table["dataset"], "architecture": table["architecture"],
-        "target val. acc.": [f"{t * 100:g} %" for t in table["target"]],
-        "reached": [f"{r.reached} / {r.trials}" for r in table.itertuples()],
-        "median epochs [95 % CI]": [_median_time(r.epochs_median, r.epochs_low, r.epochs_high, r.epochs_observed,
-                                                 r.reached, "epochs", 0) for r in table.itertuples()],
-        "median train seconds [95 % CI]": [_median_time(r.seconds_median, r.seconds_low, r.seconds_high,
-                                                        r.seconds_observed, r.reached, "s", 1) for r in table.itertuples()],
+def convergence(table: pd.DataFrame, clock: str, confidence: float = 0.95) -> pd.DataFrame:
+    """One clock of the convergence table: epochs (all hardware) or training seconds (per device model)."""
+    t = table[table["clock"] == clock]
+    c = conf_label(confidence)
+    frame = pd.DataFrame({
+        "dataset": t["dataset"], "hardware": t["hardware"], "architecture": t["architecture"],
+        "target val. acc.": [f"{x * 100:g} %" for x in t["target"]],
+        "reached": [f"{r.reached} / {r.trials}" for r in t.itertuples()],
+        "failed (censored at the horizon)": t["failed"],
+        (f"median epochs [{c} CI]" if clock == "epochs" else f"median train seconds [{c} CI]"):
+            [median_time(r, 0 if clock == "epochs" else 1) for r in t.itertuples()],
     })
+    return (frame.drop(columns="hardware") if clock == "epochs" else frame).reset_index(drop=True)
 
 
-def gaps(table: pd.DataFrame) -> pd.DataFrame:
+def gaps(table: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    c = conf_label(confidence)
     return pd.DataFrame({
         "dataset": table["dataset"], "architecture": table["architecture"],
         "epoch": table["at"].map({"best": "best validation", "last": "last"}), "trials": table["trials"],
-        "train − val acc., pp [95 % CI]": [interval(r.acc_gap, r.acc_gap_low, r.acc_gap_high, 2, 100, True)
-                                           for r in table.itertuples()],
-        "val − train loss [95 % CI]": [interval(r.loss_gap, r.loss_gap_low, r.loss_gap_high, 3, 1, True)
-                                       for r in table.itertuples()],
+        f"train − val acc., pp [{c} CI]": [interval(r.acc_gap, r.acc_gap_low, r.acc_gap_high, 2, 100, True,
+                                                    r.acc_gap_note) for r in table.itertuples()],
+        f"val − train loss [{c} CI]": [interval(r.loss_gap, r.loss_gap_low, r.loss_gap_high, 3, 1, True,
+                                                r.loss_gap_note) for r in table.itertuples()],
     })
 
 
-def overhead(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
+def overhead(table: pd.DataFrame, baseline: str, confidence: float = 0.95) -> pd.DataFrame:
+    c = conf_label(confidence)
+
     def ratio(r, name):
-        return interval(getattr(r, f"{name}_ratio"), getattr(r, f"{name}_ratio_low"), getattr(r, f"{name}_ratio_high"), 2)
+        return interval(getattr(r, f"{name}_ratio"), getattr(r, f"{name}_ratio_low"), getattr(r, f"{name}_ratio_high"),
+                        2, note=getattr(r, f"{name}_ratio_note", ""))
 
     return pd.DataFrame({
         "dataset": table["dataset"], "hardware": table["hardware"], "architecture": table["architecture"],
         "trials": table["trials"],
         "train s / epoch": [num(x, 2) for x in table["sec_per_epoch"]],
-        f"× {baseline} [95 % CI]": [ratio(r, "time") for r in table.itertuples()],
+        f"× {baseline} [{c} CI]": [ratio(r, "time") for r in table.itertuples()],
         "images / s": [num(x, 0) for x in table["images_per_s"]],
-        f"throughput × {baseline} [95 % CI]": [ratio(r, "throughput") for r in table.itertuples()],
+        f"throughput × {baseline} [{c} CI]": [ratio(r, "throughput") for r in table.itertuples()],
         "eval s / epoch": [num(x, 2) for x in table["eval_s_per_epoch"]],
-        f"eval × {baseline} [95 % CI]": [ratio(r, "eval") for r in table.itertuples()],
+        f"eval × {baseline} [{c} CI]": [ratio(r, "eval") for r in table.itertuples()],
     })
 
 
-def paired(table: pd.DataFrame) -> pd.DataFrame:
+def paired(table: pd.DataFrame, confidence: float = 0.95, alpha: float = 0.05) -> pd.DataFrame:
+    c = conf_label(confidence)
+    effect = f"{table['effect'].iloc[0] * 100:g} pp" if len(table) else "0.5 pp"
     return pd.DataFrame({
         "dataset": table["dataset"], "metric": table["metric"],
         "comparison": [f"{r.architecture} − {r.baseline}" for r in table.itertuples()], "paired seeds": table["pairs"],
-        "difference, pp [95 % CI]": [interval(r.difference, r.low, r.high, 2, 100, True) for r in table.itertuples()],
+        f"difference, pp [{c} CI]": [interval(r.difference, r.low, r.high, 2, 100, True, r.note)
+                                     for r in table.itertuples()],
+        f"P(seed beats baseline) [{c} CI]": [interval(r.prob, r.prob_low, r.prob_high, 2, note=r.prob_note)
+                                            for r in table.itertuples()],
         "p (paired t)": [num(p, 3) for p in table["p"]], "p (Holm)": [num(p, 3) for p in table["p_holm"]],
-        "significant (α = 0.05)": ["yes" if s else "no" for s in table["significant"]],
+        f"significant (α = {alpha:g})": ["yes" if s else "no" if _finite(p) else "no test"
+                                        for s, p in zip(table["significant"], table["p"])],
+        f"seeds to detect {effect}": [num(n, 0) for n in table["needed"]],
     })
 
 

@@ -68,7 +68,7 @@ def load(root: str | os.PathLike, space: str | None = None) -> Results:
 
     trials, epochs = _benchmark_only(trials, epochs, notes)
     spaces = _latest_space_yaml(runs)
-    expected = _expected_trials(spaces, notes)
+    expected = _expected_trials(spaces, notes, runs)
 
     if space is not None:
         if space not in spaces and space not in set(trials["space"].dropna()):
@@ -87,6 +87,11 @@ def load(root: str | os.PathLike, space: str | None = None) -> Results:
         notes.append(f"the store holds runs of {len(spaces)} search spaces ({', '.join(sorted(spaces))}); their trials "
                      "are pooled by architecture × dataset × seed; pass --space NAME to analyse one")
 
+    unknown = expected[(expected["unknown_cell"] == True)  # noqa: E712
+                       & ~expected["trial_id"].isin(set(trials["trial_id"]) | set(epochs["trial_id"]))]
+    if len(unknown):
+        notes.append(f"{len(unknown)} planned trial(s) have not started and cannot be placed in a cell (the stored "
+                     "search space no longer expands to their ids with today's schema); they are not in the tables")
     table = _one_row_per_trial(trials, epochs, expected)
     dup = table[table["status"] != "pending"].duplicated(KEY, keep=False)
     if dup.any():
@@ -126,19 +131,63 @@ def _latest_space_yaml(runs: pd.DataFrame) -> dict[str, str]:
     return {row.space: row.space_yaml for row in latest.itertuples() if isinstance(row.space_yaml, str)}
 
 
-def _expected_trials(spaces: dict[str, str], notes: list[str]) -> pd.DataFrame:
-    """The trials each space's YAML expands to, so that trials not started yet can be reported as pending."""
+def _planned_ids(runs: pd.DataFrame) -> dict[str, list]:
+    """Space name → what its latest run planned (``planned_json``: one entry per seed, a dict with
+    ``trial_id`` and the cell, or a bare id), for stores that record it."""
+    if runs.empty or "planned_json" not in runs:
+        return {}
+    out = {}
+    for row in runs.sort_values("started_at").groupby("space", sort=True).tail(1).itertuples():
+        try:
+            ids = json.loads(row.planned_json) if isinstance(row.planned_json, str) else None
+        except ValueError:
+            ids = None
+        if isinstance(ids, list):
+            out[row.space] = [i if isinstance(i, dict) else {"trial_id": str(i)} for i in ids]
+    return out
+
+
+def _expand(name: str, text: str) -> list[dict]:
+    """The trials a stored YAML expands to with today's schema, one dict per seed (raises UserError)."""
     from harness.space import parse_space
 
     rows = []
-    for name, text in spaces.items():
-        try:
-            trials = parse_space(text, source=f"search space {name!r}").trials()
+    for t in parse_space(text, source=f"search space {name!r}").trials():
+        if isinstance(t, dict):  # stores from before the typed Trial
+            rows.append(t)
+        else:  # a typed Trial, possibly K seeds stacked: one row per seed
+            rows += [{"architecture": t.architecture, "dataset": t.dataset, "seed": s, "trial_id": i}
+                     for s, i in t.ids.items()]
+    return rows
+
+
+def _expected_trials(spaces: dict[str, str], notes: list[str], runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The trials the latest run of each space planned, so that trials not started yet can be reported as
+    pending. ``by_id``: the run recorded its planned ids (a trial is pending while its id has no trace);
+    otherwise the YAML is expanded with today's schema (a cell is pending while it has no trial at all)."""
+    planned = _planned_ids(runs if runs is not None else pd.DataFrame())
+    rows = []
+    for name in sorted(set(spaces) | set(planned)):
+        complete = name in planned and all(all(k in e for k in KEY) for e in planned[name])
+        try:  # the YAML is only needed where the run did not record each planned seed's cell
+            expanded = _expand(name, spaces[name]) if name in spaces and not complete else []
         except UserError as e:
-            notes.append(f"cannot expand the search space {name!r} kept in the store ({e}); trials not started are not listed")
-            continue
-        rows += [{"space": name, "trial_id": t.trial_id, **{k: getattr(t, k) for k in KEY}} for t in trials]
-    return pd.DataFrame(rows, columns=["space", "trial_id", *KEY])
+            expanded = []
+            if name not in planned:
+                notes.append(f"cannot expand the search space {name!r} kept in the store ({e}); "
+                             "trials not started are not listed")
+                continue
+        if name in planned:
+            cells = {t["trial_id"]: t for t in expanded}
+            for entry in planned[name]:
+                i = str(entry["trial_id"])
+                cell = entry if all(k in entry for k in KEY) else cells.get(i)
+                rows.append({"space": name, "trial_id": i, "by_id": True, **{k: cell[k] for k in KEY}} if cell
+                            else {"space": name, "trial_id": i, "by_id": True, "unknown_cell": True})
+        else:
+            rows += [{"space": name, "trial_id": t["trial_id"], **{k: t[k] for k in KEY}, "by_id": False}
+                     for t in expanded]
+    return pd.DataFrame(rows, columns=["space", "trial_id", *KEY, "by_id", "unknown_cell"])
 
 
 def _one_row_per_trial(trials: pd.DataFrame, epochs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
@@ -150,8 +199,13 @@ def _one_row_per_trial(trials: pd.DataFrame, epochs: pd.DataFrame, expected: pd.
                .agg(**{k: (k, "first") for k in ["run_id", *KEY]}, epochs_completed=("epoch", "max")))
     running["status"] = "running"
     present = pd.concat([finished[KEY], running[KEY]]).drop_duplicates()
-    pending = expected.drop_duplicates(KEY).merge(present, on=KEY, how="left", indicator=True)
-    pending = pending[pending["_merge"] == "left_only"].drop(columns="_merge")
+    seen |= set(running["trial_id"])
+    known = expected[expected["unknown_cell"] != True]  # noqa: E712 (NaN-safe)
+    by_id = known[known["by_id"] == True]  # noqa: E712
+    by_id = by_id[~by_id["trial_id"].isin(seen)].drop_duplicates("trial_id")
+    by_cell = known[known["by_id"] != True].drop_duplicates(KEY).merge(present, on=KEY, how="left", indicator=True)  # noqa: E712
+    by_cell = by_cell[by_cell["_merge"] == "left_only"].drop(columns="_merge")
+    pending = pd.concat([f for f in (by_id, by_cell) if len(f)] or [by_cell]).drop(columns=["by_id", "unknown_cell"])
     pending["status"] = "pending"
     frames = [f for f in (finished, running, pending) if len(f)]
     table = pd.concat(frames, ignore_index=True) if frames else finished.assign(status=pd.Series(dtype=str))

@@ -4,8 +4,10 @@ Each table is one question of the study (accuracy, convergence speed,
 overfitting gap, training-time overhead, paired comparison with the baseline),
 one row per dataset × architecture (× hardware or epoch where that matters),
 with raw fractions and seconds; turning numbers into text is ``format``'s job.
-Nothing here names a dataset: targets arrive as a dict, and a dataset without
-one is left out of the convergence tables (the report says so).
+Nothing here names a dataset: targets arrive as a dict (each dataset declares its
+own ``convergence_target``; a space or the command line may override it), and a
+dataset without one is left out of the convergence tables (the report says so).
+Timings (seconds to target, overhead ratios) are grouped by hardware, never pooled.
 """
 
 from __future__ import annotations
@@ -17,9 +19,21 @@ from . import stats
 from .load import KEY
 
 BASELINE = "convnet"
-DEFAULT_TARGETS = {"mnist": 0.98, "fashion_mnist": 0.85}
 ALPHA = 0.05
+EFFECT = 0.005  # the difference the power line asks about: 0.5 percentage points of accuracy
 CLOCKS = {"epochs": "epoch", "seconds": "train_seconds"}  # convergence clocks → column of time_to_target
+FAILED = ("diverged", "error")
+
+
+def dataset_targets() -> dict[str, float]:
+    """Each registered dataset's own ``convergence_target`` (validation accuracy), as it declares it."""
+    from harness.data import DATASETS
+
+    return {name: float(d.convergence_target) for name, d in DATASETS.items()
+            if getattr(d, "convergence_target", None) is not None}
+
+
+DEFAULT_TARGETS = dataset_targets()
 
 
 def architecture_order(names, baseline: str = BASELINE) -> list[str]:
@@ -55,19 +69,22 @@ def status_table(trials: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame
 
 # -- 1. accuracy ----------------------------------------------------------------------------------
 def accuracy_table(trials: pd.DataFrame, confidence: float = stats.CONFIDENCE, baseline: str = BASELINE) -> pd.DataFrame:
-    """Test accuracy of complete trials: mean with t-interval, bootstrap IQM with its interval, and the
-    number of seeds beside the failed (diverged, error) and unfinished trials, which are counted, not averaged."""
+    """Test accuracy of complete trials: mean with t-interval, interquartile mean with its trimmed-mean
+    interval (from ``stats.MIN_SEEDS_IQM`` seeds; ``values`` lists the seeds for the cells below that), and
+    the number of seeds beside the failed (diverged, error) and unfinished trials, counted, not averaged.
+    ``*_note`` says why an interval has no bounds ("all 2 seeds equal", too few seeds)."""
     rows = []
     for (dataset, arch), group in trials.groupby(["dataset", "architecture"]):
-        done = group.loc[group["status"] == "complete", "test_acc"].dropna()
-        mean, iqm = stats.t_interval(done, confidence), stats.bootstrap_iqm(done, confidence)
+        done = group.loc[group["status"] == "complete"].sort_values("seed")["test_acc"].dropna()
+        mean, iqm = stats.t_interval(done, confidence), stats.iqm_interval(done, confidence)
         counts = group["status"].value_counts()
         rows.append({"dataset": dataset, "architecture": arch, "seeds": len(done),
                      **{s: int(counts.get(s, 0)) for s in ("diverged", "error", "running", "pending")},
-                     "mean": mean.estimate, "mean_low": mean.low, "mean_high": mean.high,
-                     "iqm": iqm.estimate, "iqm_low": iqm.low, "iqm_high": iqm.high})
+                     "mean": mean.estimate, "mean_low": mean.low, "mean_high": mean.high, "mean_note": mean.note,
+                     "iqm": iqm.estimate, "iqm_low": iqm.low, "iqm_high": iqm.high, "iqm_note": iqm.note,
+                     "values": " ".join(f"{v:.6g}" for v in done)})
     columns = ["dataset", "architecture", "seeds", "diverged", "error", "running", "pending",
-               "mean", "mean_low", "mean_high", "iqm", "iqm_low", "iqm_high"]
+               "mean", "mean_low", "mean_high", "mean_note", "iqm", "iqm_low", "iqm_high", "iqm_note", "values"]
     return order_rows(pd.DataFrame(rows, columns=columns), baseline)
 
 
@@ -96,53 +113,104 @@ def trial_summary(epochs: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- 2. convergence speed ------------------------------------------------------------------------
-def time_to_target(epochs: pd.DataFrame, targets: dict[str, float]) -> pd.DataFrame:
+def time_to_target(epochs: pd.DataFrame, targets: dict[str, float], trials: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per trial: the first epoch whose validation accuracy reaches the dataset's target, and the training
-    seconds spent until then (evaluation excluded). A trial that never reaches it is right-censored at the
-    last epoch it reported (``reached`` False), whatever its status: it is kept, not dropped."""
-    columns = ["trial_id", *KEY, "status", "target", "reached", "epoch", "train_seconds"]
+    seconds spent until then (evaluation excluded). A trial that never reaches it is kept, right-censored
+    (``reached`` False):
+
+    * a running (or interrupted) trial at the last epoch it reported: it may still get there;
+    * a failed one (diverged, error) at its planned horizon (the ``epochs`` of its training settings; its
+      seconds extrapolated at its median epoch): it will never get there, and censoring it at the failure
+      would treat it as a trial still in the race that was merely stopped being watched, which pulls the
+      median earlier.
+
+    ``trials`` (one row per trial, from ``load``) supplies the planned epochs and the hardware."""
+    columns = ["trial_id", *KEY, "status", "hardware", "target", "reached", "censored_at", "epoch", "train_seconds"]
+    info = _trial_info(trials)
     rows = []
     for trial_id, group in epochs[epochs["dataset"].isin(targets)].groupby("trial_id"):
         group = group.sort_values("epoch")
         target = targets[group["dataset"].iloc[0]]
-        clock = group["train_time_s"].cumsum().to_numpy()
+        seconds = group["train_time_s"].to_numpy(dtype=float)
+        clock = np.nancumsum(seconds)
         hit = np.flatnonzero(group["val_acc"].to_numpy() >= target)
-        i = hit[0] if len(hit) else len(group) - 1
         first = group.iloc[0]
-        rows.append({"trial_id": trial_id, **{k: first[k] for k in KEY}, "status": first["status"],
-                     "target": target, "reached": bool(len(hit)),
-                     "epoch": int(group["epoch"].iloc[i]), "train_seconds": float(clock[i])})
+        status = info.get(trial_id, {}).get("status") or first.get("status")
+        row = {"trial_id": trial_id, **{k: first[k] for k in KEY}, "status": status,
+               "hardware": info.get(trial_id, {}).get("hardware"), "target": target, "reached": bool(len(hit))}
+        if len(hit):
+            i = hit[0]
+            row.update(censored_at="", epoch=int(group["epoch"].iloc[i]), train_seconds=float(clock[i]))
+        else:
+            last = int(group["epoch"].iloc[-1])
+            planned = info.get(trial_id, {}).get("planned")
+            if status in FAILED and planned and planned > last:
+                per_epoch = float(np.nanmedian(seconds)) if np.isfinite(seconds).any() else 0.0
+                row.update(censored_at="planned horizon (failed)", epoch=int(planned),
+                           train_seconds=float(clock[-1] + per_epoch * (planned - last)))
+            else:
+                row.update(censored_at="last epoch", epoch=last, train_seconds=float(clock[-1]))
+        rows.append(row)
     return order_rows(pd.DataFrame(rows, columns=columns))
 
 
-def convergence_table(ttt: pd.DataFrame, confidence: float = stats.CONFIDENCE, baseline: str = BASELINE) -> pd.DataFrame:
-    """Kaplan–Meier median epochs and training seconds to the target, with intervals that account for
-    censoring; ``inf`` = not reached by half the trials (or the interval is not bounded by the data), and
-    ``*_observed`` is the longest time any trial was followed, the horizon of what the data can say."""
-    rows = []
+def _trial_info(trials: pd.DataFrame | None) -> dict[str, dict]:
+    """trial_id → status, hardware and planned epochs (from the trial's training settings)."""
+    if trials is None or trials.empty:
+        return {}
+    out = {}
+    for row in trials.itertuples():
+        training = getattr(row, "training", None)
+        planned = training.get("epochs") if isinstance(training, dict) else None
+        hardware = getattr(row, "hardware", None)
+        out[row.trial_id] = {"status": row.status, "planned": planned,
+                             "hardware": hardware if isinstance(hardware, str) else None}
+    return out
+
+
+UNKNOWN_HARDWARE = "not recorded (running)"
+
+
+def _clock_groups(ttt: pd.DataFrame):
+    """(dataset, clock, hardware, architecture, rows): epochs pooled over hardware (an epoch is an epoch
+    anywhere), seconds only within one device model."""
+    if ttt.empty:
+        return
+    hw = ttt["hardware"].fillna(UNKNOWN_HARDWARE)
     for (dataset, arch), group in ttt.groupby(["dataset", "architecture"]):
-        row = {"dataset": dataset, "architecture": arch, "target": group["target"].iloc[0],
-               "trials": len(group), "reached": int(group["reached"].sum())}
-        for clock, column in CLOCKS.items():
-            km = stats.kaplan_meier(group[column], group["reached"], confidence)
-            row.update({f"{clock}_median": km.median, f"{clock}_low": km.low, f"{clock}_high": km.high,
-                        f"{clock}_observed": float(group[column].max())})
-        rows.append(row)
-    columns = ["dataset", "architecture", "target", "trials", "reached",
-               *(f"{c}_{s}" for c in CLOCKS for s in ("median", "low", "high", "observed"))]
-    return order_rows(pd.DataFrame(rows, columns=columns), baseline)
+        yield dataset, "epochs", "", arch, group
+    for (dataset, hardware, arch), group in ttt.assign(hardware=hw).groupby(["dataset", "hardware", "architecture"]):
+        yield dataset, "seconds", hardware, arch, group
+
+
+def convergence_table(ttt: pd.DataFrame, confidence: float = stats.CONFIDENCE, baseline: str = BASELINE) -> pd.DataFrame:
+    """Kaplan–Meier median epochs (pooled over hardware) and training seconds (per device model) to the
+    target, one row per dataset × clock × hardware × architecture, with intervals that account for
+    censoring; ``inf`` = not reached by half (or the interval is not bounded by the data), NaN bounds = too
+    few trials for any interval (``note``), and ``observed`` is the longest time any trial was followed."""
+    rows = []
+    for dataset, clock, hardware, arch, group in _clock_groups(ttt):
+        column = CLOCKS[clock]
+        km = stats.kaplan_meier(group[column], group["reached"], confidence)
+        rows.append({"dataset": dataset, "clock": clock, "hardware": hardware, "architecture": arch,
+                     "target": group["target"].iloc[0], "trials": len(group), "reached": int(group["reached"].sum()),
+                     "failed": int(group["status"].isin(FAILED).sum()), "median": km.median, "low": km.low,
+                     "high": km.high, "observed": float(group[column].max()), "note": km.note})
+    columns = ["dataset", "clock", "hardware", "architecture", "target", "trials", "reached", "failed",
+               "median", "low", "high", "observed", "note"]
+    return order_rows(pd.DataFrame(rows, columns=columns), baseline, extra=("clock", "hardware"))
 
 
 def convergence_curves(ttt: pd.DataFrame, confidence: float = stats.CONFIDENCE) -> pd.DataFrame:
-    """Kaplan–Meier fraction of trials that reached the target against each clock, with its band (long form)."""
+    """Kaplan–Meier fraction of trials that reached the target against each clock (seconds per device
+    model), with its band (long form)."""
     parts = []
-    for (dataset, arch), group in ttt.groupby(["dataset", "architecture"]):
-        for clock, column in CLOCKS.items():
-            km = stats.kaplan_meier(group[column], group["reached"], confidence)
-            t, f, lo, hi = km.curve
-            parts.append(pd.DataFrame({"dataset": dataset, "architecture": arch, "clock": clock,
-                                       "time": t, "fraction": f, "low": lo, "high": hi}))
-    columns = ["dataset", "architecture", "clock", "time", "fraction", "low", "high"]
+    for dataset, clock, hardware, arch, group in _clock_groups(ttt):
+        km = stats.kaplan_meier(group[CLOCKS[clock]], group["reached"], confidence)
+        t, f, lo, hi = km.curve
+        parts.append(pd.DataFrame({"dataset": dataset, "architecture": arch, "clock": clock, "hardware": hardware,
+                                   "time": t, "fraction": f, "low": lo, "high": hi}))
+    columns = ["dataset", "architecture", "clock", "hardware", "time", "fraction", "low", "high"]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
 
 
@@ -161,13 +229,18 @@ def gap_table(summary: pd.DataFrame, confidence: float = stats.CONFIDENCE, basel
         for at in ("best", "last"):
             kind = "eval" if group[f"{at}_train_eval_acc"].notna().all() else "running"
             train = "train_eval" if kind == "eval" else "train"
-            acc = stats.t_interval(group[f"{at}_{train}_acc"] - group[f"{at}_val_acc"], confidence)
-            loss = stats.t_interval(group[f"{at}_val_loss"] - group[f"{at}_{train}_loss"], confidence)
+            acc_gaps = group[f"{at}_{train}_acc"] - group[f"{at}_val_acc"]
+            loss_gaps = group[f"{at}_val_loss"] - group[f"{at}_{train}_loss"]
+            acc, loss = stats.t_interval(acc_gaps, confidence), stats.t_interval(loss_gaps, confidence)
             rows.append({"dataset": dataset, "architecture": arch, "at": at, "train_metric": kind, "trials": acc.n,
                          "acc_gap": acc.estimate, "acc_gap_low": acc.low, "acc_gap_high": acc.high,
-                         "loss_gap": loss.estimate, "loss_gap_low": loss.low, "loss_gap_high": loss.high})
+                         "acc_gap_note": acc.note, "loss_gap": loss.estimate, "loss_gap_low": loss.low,
+                         "loss_gap_high": loss.high, "loss_gap_note": loss.note,
+                         "acc_gap_values": " ".join(f"{v:.6g}" for v in acc_gaps.dropna()),
+                         "loss_gap_values": " ".join(f"{v:.6g}" for v in loss_gaps.dropna())})
     columns = ["dataset", "architecture", "at", "train_metric", "trials", "acc_gap", "acc_gap_low", "acc_gap_high",
-               "loss_gap", "loss_gap_low", "loss_gap_high"]
+               "acc_gap_note", "loss_gap", "loss_gap_low", "loss_gap_high", "loss_gap_note",
+               "acc_gap_values", "loss_gap_values"]
     return order_rows(pd.DataFrame(rows, columns=columns), baseline, extra=("at",))
 
 
@@ -191,11 +264,12 @@ def overhead_table(summary: pd.DataFrame, trials: pd.DataFrame, baseline: str = 
                    "eval_s_per_epoch": _geomean(group["eval_s_per_epoch"])}
             for name, column in (("time", "sec_per_epoch"), ("throughput", "images_per_s"), ("eval", "eval_s_per_epoch")):
                 r = stats.ratio_interval(group[column], base[column], confidence) if len(base) else stats.Interval(
-                    np.nan, np.nan, np.nan, 0)
-                row.update({f"{name}_ratio": r.estimate, f"{name}_ratio_low": r.low, f"{name}_ratio_high": r.high})
+                    np.nan, np.nan, np.nan, 0, f"no {baseline} on this hardware")
+                row.update({f"{name}_ratio": r.estimate, f"{name}_ratio_low": r.low, f"{name}_ratio_high": r.high,
+                            f"{name}_ratio_note": r.note})
             rows.append(row)
     columns = ["dataset", "hardware", "architecture", "trials", "sec_per_epoch", "images_per_s", "eval_s_per_epoch",
-               *(f"{n}_ratio{s}" for n in ("time", "throughput", "eval") for s in ("", "_low", "_high"))]
+               *(f"{n}_ratio{s}" for n in ("time", "throughput", "eval") for s in ("", "_low", "_high", "_note"))]
     return order_rows(pd.DataFrame(rows, columns=columns), baseline, extra=("hardware",))
 
 
@@ -207,10 +281,16 @@ def _geomean(values) -> float:
 
 # -- 5. paired comparisons -----------------------------------------------------------------------
 def paired_table(trials: pd.DataFrame, baseline: str = BASELINE, metrics=("test_acc",),
-                 confidence: float = stats.CONFIDENCE, alpha: float = ALPHA) -> pd.DataFrame:
+                 confidence: float = stats.CONFIDENCE, alpha: float = ALPHA, effect: float = EFFECT) -> pd.DataFrame:
     """Each architecture minus the baseline, seed by seed (seeds are shared across architectures), on
     complete trials: mean paired difference with t-interval, paired t-test, and Holm's adjustment across
-    every comparison in the table (all datasets, architectures and metrics form one family)."""
+    every comparison in the table (all datasets, architectures and metrics form one family).
+
+    Beside the p-value, the effect sizes people read: the mean difference with its interval, and
+    ``prob`` = P(a random seed of the architecture beats a random seed of the baseline) with Newcombe's
+    interval (over all complete seeds of each, as rliable reports it); and the power line: ``needed`` =
+    the seeds a paired t-test would need to detect ``effect`` with 80 % power at the observed spread
+    ``sd`` of the paired differences (NaN when there is no spread to go by)."""
     done = trials[trials["status"] == "complete"]
     rows = []
     for metric in metrics:
@@ -221,35 +301,67 @@ def paired_table(trials: pd.DataFrame, baseline: str = BASELINE, metrics=("test_
             for arch in wide.columns.drop(baseline):
                 pair = wide[[arch, baseline]].dropna()
                 res = stats.paired_test(pair[arch], pair[baseline], confidence)
+                prob = stats.prob_improvement(wide[arch].dropna(), wide[baseline].dropna(), confidence)
                 rows.append({"dataset": dataset, "metric": metric, "architecture": arch, "baseline": baseline,
                              "pairs": len(pair), "difference": res.difference.estimate,
-                             "low": res.difference.low, "high": res.difference.high, "p": res.pvalue})
-    columns = ["dataset", "metric", "architecture", "baseline", "pairs", "difference", "low", "high",
-               "p", "p_holm", "significant"]
+                             "low": res.difference.low, "high": res.difference.high, "p": res.pvalue,
+                             "note": res.note or res.difference.note, "sd": res.sd,
+                             "prob": prob.estimate, "prob_low": prob.low, "prob_high": prob.high,
+                             "prob_seeds": prob.n, "prob_note": prob.note,
+                             "effect": effect, "needed": stats.seeds_needed(res.sd, effect, alpha)})
+    columns = ["dataset", "metric", "architecture", "baseline", "pairs", "difference", "low", "high", "p", "note",
+               "sd", "prob", "prob_low", "prob_high", "prob_seeds", "prob_note", "effect", "needed",
+               "p_holm", "significant"]
     table = pd.DataFrame(rows, columns=columns[:-2])
     table["p_holm"] = stats.holm(table["p"]) if len(table) else []
     table["significant"] = table["p_holm"] < alpha
     return order_rows(table, baseline, extra=("metric",))
 
 
-def describe_paired(table: pd.DataFrame, alpha: float = ALPHA, scale: float = 100.0, unit: str = "pp") -> list[str]:
-    """The paired comparisons in words: which differences survive Holm's correction, which do not, and why
-    some could not be tested."""
+def power_sentence(row, scale: float = 100.0, unit: str = "pp") -> str:
+    """How many seeds would detect ``row.effect`` at the observed spread, next to how many there are."""
+    effect = f"{row.effect * scale:.2g} {unit}"
+    if not np.isfinite(row.needed):
+        return (f"no spread among the paired differences to size a study by; a difference of {effect} cannot be "
+                "judged from these seeds")
+    have = f"{row.pairs} paired seed{'s' * (row.pairs != 1)}"
+    rough = f" (a rough guide: that spread itself rests on {row.pairs} pairs)" if row.pairs < 5 else ""
+    return (f"detecting {effect} with 80 % power at the observed spread (SD of paired differences "
+            f"{row.sd * scale:.2f} {unit}) needs {row.needed:.0f} paired seeds{rough}; there "
+            f"{'are' if row.pairs != 1 else 'is'} {have}"
+            + (", so 'not significant' may mean 'too few seeds'" if row.needed > row.pairs else ""))
+
+
+def describe_paired(table: pd.DataFrame, alpha: float = ALPHA, scale: float = 100.0, unit: str = "pp",
+                    confidence: float = stats.CONFIDENCE) -> list[str]:
+    """The paired comparisons in words: the difference with its interval, the chance a seed of one beats a
+    seed of the other, which differences survive Holm's correction, the power line, and why some could
+    not be tested."""
+    from .format import conf_label, num
+
     if table.empty:
         return ["No paired comparison is possible yet: it needs complete trials of the baseline and of another "
                 "architecture with the same seeds."]
+    label = conf_label(confidence)
     lines = []
     for row in table.itertuples():
         what = f"{row.architecture} vs {row.baseline} on {row.dataset} ({row.metric}, {row.pairs} paired seeds)"
-        if not np.isfinite(row.p):
+        if row.pairs < 2:
             lines.append(f"{what}: too few paired seeds for a test (need at least 2).")
             continue
-        diff = f"{row.difference * scale:+.2f} {unit}"
-        ci = (f" (95 % CI {row.low * scale:+.2f} to {row.high * scale:+.2f})"
+        diff = f"{num(row.difference, 2, scale, True)} {unit}"
+        ci = (f" ({label} CI {num(row.low, 2, scale, True)} to {num(row.high, 2, scale, True)})"
               if np.isfinite(row.low) else "")
-        verdict = (f"significant after Holm's correction (adjusted p = {row.p_holm:.3g} < {alpha})" if row.significant
-                   else f"not significant after Holm's correction (p = {row.p:.3g}, adjusted p = {row.p_holm:.3g})")
-        lines.append(f"{what}: {diff}{ci}, {verdict}.")
+        prob = (f"; a seed of {row.architecture} beats one of {row.baseline} with probability {row.prob:.2f}"
+                + (f" ({label} CI {row.prob_low:.2f} to {row.prob_high:.2f})" if np.isfinite(row.prob_low)
+                   else f" ({row.prob_note})" if row.prob_note else ""))
+        if not np.isfinite(row.p):
+            verdict = f"no test: {row.note}"
+        elif row.significant:
+            verdict = f"significant after Holm's correction (adjusted p = {row.p_holm:.3g} < {alpha})"
+        else:
+            verdict = f"not significant after Holm's correction (p = {row.p:.3g}, adjusted p = {row.p_holm:.3g})"
+        lines.append(f"{what}: {diff}{ci}{prob}; {verdict}; {power_sentence(row, scale, unit)}.")
     n_sig = int(table["significant"].sum())
     head = (f"{n_sig} of {len(table)} differences from {table['baseline'].iloc[0]} are significant at α = {alpha} "
             "after Holm's correction." if n_sig else

@@ -66,10 +66,13 @@ def provenance_table(results: Results) -> pd.DataFrame:
 def runs_table(results: Results) -> pd.DataFrame:
     """One row per benchmark invocation: when, which space, how many trials, where, which command."""
     runs = results.runs.sort_values("started_at")
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "run": runs["run_id"], "space": runs["space"],
         "started (UTC)": runs["started_at"].dt.strftime("%Y-%m-%d %H:%M:%S"),
         "finished (UTC)": runs["finished_at"].dt.strftime("%Y-%m-%d %H:%M:%S").fillna("not finished"),
         "trials (skipped)": [f"{t} ({s})" for t, s in zip(runs["trials_total"], runs["trials_skipped"])],
         "address": runs["address"], "command": runs["command"],
-    }).reset_index(drop=True)
+    })
+    if "data_dir" in runs:  # stores whose runs record the data directory they used
+        table["data dir"] = runs["data_dir"].fillna(NOT_RECORDED)
+    return table.reset_index(drop=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import torch
 from ray import tune
@@ -127,8 +128,9 @@ def checkpoint_uri(checkpoint: tune.Checkpoint) -> str:
 
 def _error_line(trial) -> str:
     """The last line of the trial's error (normally 'SomeError: message'), without the traceback."""
-    try:
-        text = str(trial.get_error() or "")
+    try:  # Tune has not synced the error to storage yet when on_trial_error runs: read the local copy first
+        local = trial.error_file
+        text = Path(local).read_text() if local and Path(local).is_file() else str(trial.get_error() or "")
     except Exception:  # the error file may be on a node that is gone
         text = ""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]

@@ -72,7 +72,7 @@ def check_local_gpus(space: SearchSpace, address: str | None) -> None:
 
         if not torch.cuda.is_available():
             raise UserError(f"resources.gpu: {space.resources.gpu:g} GPU per trial, but this machine has no GPU; "
-                            "pass --gpu 0 (or set resources.gpu: 0) to train on the CPU, or --address a cluster with GPUs")
+                            "pass --gpu 0 to train on the CPU, or --address a cluster with GPUs")
 
 
 def select(trials: list[Trial], architectures=None, datasets=None, seeds=None) -> list[Trial]:
@@ -295,13 +295,15 @@ def ray_connection(address: str | None):
         # No address: a fresh local Ray ("local"), never whatever cluster happens to run on this machine.
         ray.init(address=target or "local", include_dashboard=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"--address {target}: no Ray cluster answered ({first}); "
-                        "start one (`ray start --head` or `ray up cluster.yaml`) or drop --address to run locally") from None
+        first = str(e).strip().splitlines()[0][:60] if str(e).strip() else type(e).__name__
+        raise UserError(f"--address {target}: no Ray cluster answered ({first}); {START_ONE}") from None
     try:
         yield
     finally:
         ray.shutdown()
+
+
+START_ONE = "start one (`ray start --head`, `ray up cluster.yaml`) or drop --address"
 
 
 def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
@@ -309,8 +311,8 @@ def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
     if not address or address in ("auto", "local"):
         return  # "auto" finds a running cluster from local state and fails fast by itself
     if address.startswith(("http://", "https://")):
-        raise UserError(f"--address {address}: that is a dashboard / job-submission URL; use HOST:6379 (the GCS port) "
-                        "or 'auto' on a cluster node, or submit with `ray job submit --address {address}`")
+        raise UserError(f"--address {address}: a dashboard / job-submission URL; allowed: HOST:6379 (the GCS port) "
+                        "or 'auto' (or use `ray job submit`)")
     host_port = address.removeprefix("ray://")
     host, _, port = host_port.rpartition(":")
     if not host or not port.isdigit():
@@ -318,8 +320,7 @@ def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as e:
-        raise UserError(f"--address {address}: no Ray cluster answered ({e.strerror or e}); start one "
-                        "(`ray start --head` or `ray up cluster.yaml`) or drop --address to run locally") from None
+        raise UserError(f"--address {address}: no Ray cluster answered ({str(e.strerror or e)[:60]}); {START_ONE}") from None
 
 
 def configure_tune_output() -> None:

@@ -14,7 +14,6 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from .driver import done_statuses, select, stack_device
@@ -287,19 +286,13 @@ def _calibrate(trial: Trial, cpus: float, data_dir) -> tuple[float, float]:
 
 
 def _shape_only_splits(trial: Trial, data_dir):
-    return _one_image(trial.dataset, str(data_dir))
-
-
-@lru_cache(maxsize=None)
-def _one_image(name: str, data_dir: str):
-    """A one-image split of the dataset, for its input shape, classes and task."""
+    """Splits of one zero image of the dataset's declared shape: what the trainer needs to build the model."""
     import torch
 
     from .data import ImageSplits
 
-    splits = _dataset(name).load(Path(data_dir), val_size=1, split_seed=0, train_limit=1, test_limit=1)
-    if isinstance(splits, ImageSplits):
-        return splits
-    x = torch.zeros(1, *splits.in_shape)
-    y = torch.zeros(1, dtype=torch.long)
-    return ImageSplits(x, y, x, y, x, y, classes=splits.classes, task=splits.task)
+    dataset = _dataset(trial.dataset)
+    x = torch.zeros(1, *dataset.in_shape)
+    regression = dataset.task.name == "regression"
+    y = torch.zeros(1, dataset.num_classes) if regression else torch.zeros(1, dtype=torch.long)
+    return ImageSplits(x, y, x, y, x, y, classes=[str(i) for i in range(dataset.num_classes)], task=dataset.task)

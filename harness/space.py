@@ -71,6 +71,8 @@ class Training(BaseModel):
     split_seed: int = Field(0, ge=0)
     train_limit: Optional[int] = Field(None, ge=1)
     test_limit: Optional[int] = Field(None, ge=1)
+    protocol: Literal["standard", "study"] = Field(
+        "standard", description="study: the reference study's splits and normalisation (see harness/data)")
     # Fast-path switches: each changes numerics (bf16 a lot, the others at rounding level), so all are off
     # by default and a trial's identity covers them only when switched on (see ``harness.trial.identity_training``).
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast the forward pass to bfloat16")
@@ -188,6 +190,8 @@ class SearchSpace(BaseModel):
     max_failures: int = Field(2, ge=0)
     wandb: Wandb = Wandb()
     tune: Optional[Tuning] = None
+    # convergence targets (validation accuracy) for the report, over each dataset's own convergence_target
+    targets: dict[DatasetName, Annotated[float, Field(gt=0, le=1)]] = {}  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _tunable_architectures(self):
@@ -214,6 +218,19 @@ class SearchSpace(BaseModel):
             unknown = sorted(set(options) - set(allowed))
             if unknown:
                 raise ValueError(f"model_options.{arch}: unknown option {unknown[0]!r}; allowed: {', '.join(allowed) or 'none'}")
+        return self
+
+    @model_validator(mode="after")
+    def _known_protocols(self):
+        for dataset in self.datasets:
+            try:
+                protocol = self.training_for(dataset).protocol
+            except ValidationError:  # reported field by field by parse_space
+                continue
+            allowed = getattr(DATASETS[dataset], "protocols", ("standard",))
+            if protocol not in allowed:
+                raise ValueError(f"datasets.{dataset}.protocol: {protocol!r} is not defined for {dataset}; "
+                                 f"allowed: {', '.join(allowed)}")
         return self
 
     def training_for(self, dataset: str) -> Training:
@@ -265,7 +282,8 @@ def resolve_space_path(space: str | Path | None) -> Path:
     if candidate.is_file():
         return candidate
     names = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
-    raise UserError(f"--space: no search space named {space!r}; allowed: a YAML path or one of {', '.join(names)}")
+    raise UserError(f"--space: no search space named {space!r}; allowed: a YAML path or one of the {len(names)} "
+                    f"shipped spaces below\n  {', '.join(names)}")  # the list grows: its own line
 
 
 def load_space(space: str | Path | None = None, overrides: list[str] | tuple = ()) -> tuple[SearchSpace, str]:
@@ -359,7 +377,9 @@ def format_errors(error: ValidationError, model: type[BaseModel], prefix: tuple 
         shown = "" if err["type"] == "missing" or isinstance(got, (dict, list)) else f" (got {got!r})"
         parts.append(f"{field}: {msg}{shown}" if field else f"{msg}{shown}")
     seen = list(dict.fromkeys(parts))  # a union reports each branch; keep each message once
-    return "; ".join(seen)
+    if len(seen) == 1 or len("; ".join(seen)) < 150:
+        return "; ".join(seen)
+    return f"{seen[0]} (and {len(seen) - 1} more problem(s), below)" + "".join(f"\n  {p}" for p in seen[1:])
 
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:

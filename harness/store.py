@@ -95,6 +95,7 @@ OTHER_ENTRIES = ("checkpoints", "resume", "ray", "optuna", "wandb", ".lock")
 ADDED_COLUMNS: dict[str, set[str]] = {"epochs": set(), "trials": {"stack"},
                                       "runs": {"planned_json", "overrides_json", "data_dir"}}
 VERIFY_HINT = "python -m harness.store verify"
+OPTUNA_FILE = "optuna/studies.db"  # the tuning stage's studies (``optuna_url``)
 
 
 def now() -> datetime:
@@ -176,7 +177,7 @@ class ResultsStore:
 
     def optuna_url(self) -> str:
         """The SQLite storage of the tuning stage's Optuna studies (created on first use)."""
-        path = self.root.resolve() / "optuna" / "studies.db"
+        path = self.root.resolve() / OPTUNA_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
 
@@ -360,7 +361,8 @@ def find_damage(root: str | os.PathLike) -> list[tuple[str, str]]:
     in a table folder (the table reader would try to parse it); a resume pointer that is not JSON
     naming a checkpoint; a pointer of an unfinished trial to a local checkpoint that no longer exists
     (a moved results directory or a wrong --storage-path: resuming is impossible, and restarting from
-    scratch would replace the epoch rows stored so far, so the user decides by moving the pointer aside).
+    scratch would replace the epoch rows stored so far, so the user decides by moving the pointer aside);
+    an Optuna study database that is not SQLite.
     """
     root = Path(root)
     damage: list[tuple[str, str]] = []
@@ -381,6 +383,9 @@ def find_damage(root: str | os.PathLike) -> list[tuple[str, str]]:
                 damage.append((rel, reason))
             elif table == "trials":
                 trial_files.append(path)
+    studies = root / OPTUNA_FILE
+    if studies.is_file() and studies.stat().st_size and studies.read_bytes()[:16] != b"SQLite format 3\x00":
+        damage.append((OPTUNA_FILE, "is not an SQLite database (the tuning stage's Optuna studies)"))
     finished = None
     for path in sorted((root / "resume").glob("*.json")) if (root / "resume").is_dir() else []:
         rel = str(path.relative_to(root))
@@ -448,7 +453,7 @@ def verify(root: str | os.PathLike) -> tuple[list[str], dict]:
         store = ResultsStore.check(root, must_exist=True, damage=False)
     except UserError as e:
         return [str(e)], {}
-    problems += [f"{root / path}: {reason}" for path, reason in find_damage(root)]
+    problems += [f"{root / path} {reason}" for path, reason in find_damage(root)]
     orphans = sorted(p for p in root.rglob(f"{TMP_PREFIX}*") if "ray" not in p.relative_to(root).parts)
     problems += [f"{p}: orphaned partial file (a write was interrupted; safe to delete)" for p in orphans]
     if problems:

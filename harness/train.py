@@ -242,6 +242,7 @@ def load_splits(trial: Trial, data_dir: str | Path) -> ImageSplits:
     return DATASETS[trial.dataset].load(
         Path(data_dir), val_size=t["val_size"], split_seed=t["split_seed"],
         train_limit=t["train_limit"], test_limit=t["test_limit"],
+        **({"protocol": t["protocol"]} if t.get("protocol", "standard") != "standard" else {}),
     )
 
 

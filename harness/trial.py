@@ -47,7 +47,8 @@ class Stage(str, Enum):
 # Training keys that identify a result only when set away from their default: adding such a key keeps the
 # identities (trial ids, study names) of everything that does not use it. ``stack`` never identifies a seed:
 # how seeds are grouped into one Tune trial is an execution detail, recorded with each row.
-IDENTITY_DEFAULTS: dict[str, Any] = {"precision": "fp32", "channels_last": False, "compile": False}
+IDENTITY_DEFAULTS: dict[str, Any] = {"precision": "fp32", "channels_last": False, "compile": False,
+                                     "protocol": "standard"}
 NOT_IDENTITY = ("stack",)
 TUNED_KEYS = ("loc_lr", "loc_lr_mult", "lr")
 

@@ -15,10 +15,11 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from analysis import metrics, stats
+from analysis import figures, metrics, stats
+from analysis import format as fmt
+from analysis.load import _benchmark_only, _expected_trials, load
+from analysis.report import analyse, build, main, parse_targets, recorded_data_dir, render
 from conftest import space_yaml
-from analysis.load import _benchmark_only, load
-from analysis.report import analyse, build, main, parse_targets, render
 from harness.errors import UserError
 from harness.space import parse_space
 from harness.store import ResultsStore
@@ -37,8 +38,9 @@ class Synth:
 
     def trial(self, arch, seed, val_acc, *, dataset="mnist", status="complete", test_acc=None, sec=1.0, eval_sec=0.1,
               train_acc=None, train_loss=None, val_loss=None, hardware=("cpu", "Test CPU", None), trial_id=None,
-              finished=True, n_images=1000, space="synth", train_eval=None):
-        """``val_acc``: one value per epoch; ``sec``: training seconds per epoch (a number or a list)."""
+              finished=True, n_images=1000, space="synth", train_eval=None, planned=None):
+        """``val_acc``: one value per epoch; ``sec``: training seconds per epoch (a number or a list);
+        ``planned``: the epochs its training settings asked for (default: as many as it has)."""
         trial_id = trial_id or f"{dataset}-{arch}-{seed}"
         n = len(val_acc)
         sec = [sec] * n if np.isscalar(sec) else list(sec)
@@ -60,75 +62,21 @@ class Synth:
                 "epochs_completed": n, "best_epoch": int(np.argmax(val_acc)) + 1, "best_val_acc": max(val_acc),
                 "test_acc": (max(val_acc) if test_acc is None else test_acc) if status == "complete" else None,
                 "test_loss": 0.1 if status == "complete" else None, "num_params": 100, "train_time_s": sum(sec),
-                "eval_time_s": eval_sec * n, "config_json": json.dumps({"training": {"epochs": n}}), "hostname": "h",
+                "eval_time_s": eval_sec * n, "config_json": json.dumps({"training": {"epochs": planned or n}}), "hostname": "h",
                 "device": device, "cpu_model": cpu, "gpu_model": gpu, "git_commit": "abc123", "git_dirty": False,
                 "python_version": "3.11", "torch_version": "2.x", "finished_at": T0})
         return trial_id
 
-    def run(self, yaml_text: str, space="synth", run_id="r1"):
+    def run(self, yaml_text: str, space="synth", run_id="r1", **provenance):
         self.store.put_run({"run_id": run_id, "space": space, "space_yaml": yaml_text, "command": "run_benchmark.py",
                             "address": "local", "trials_total": 0, "trials_skipped": 0, "started_at": T0,
-                            "finished_at": T0, "provenance_json": json.dumps({"git_commit": "abc123", "platform": "Linux"})})
+                            "finished_at": T0, "provenance_json": json.dumps({"git_commit": "abc123", "platform": "Linux",
+                                                                              **provenance})})
 
 
 @pytest.fixture()
 def synth(tmp_path) -> Synth:
     return Synth(tmp_path / "store")
-
-
-# -- statistics ----------------------------------------------------------------------------------
-def test_t_interval_and_bootstrap_iqm_match_their_definitions():
-    ci = stats.t_interval([0.90, 0.92, 0.94])
-    half = sps.t.ppf(0.975, 2) * 0.02 / math.sqrt(3)
-    assert ci.estimate == pytest.approx(0.92) and ci.low == pytest.approx(0.92 - half) and ci.high == pytest.approx(0.92 + half)
-    assert math.isnan(stats.t_interval([0.9]).low) and stats.t_interval([]).n == 0
-    assert stats.iqm([0.1, 0.9, 0.92, 0.94]) == pytest.approx(0.91)  # the outlier and the top value are trimmed
-    boot = stats.bootstrap_iqm([0.1, 0.9, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96])
-    assert boot.low <= boot.estimate <= boot.high and boot.low > 0.5  # one bad seed does not drag the IQM's interval
-    assert stats.bootstrap_iqm([0.9, 0.92]) == stats.bootstrap_iqm([0.9, 0.92])  # seeded: reproducible
-
-
-def test_holm_adjusts_known_p_values():
-    adjusted = stats.holm([0.01, 0.04, 0.03, 0.005, float("nan")])
-    # sorted: 0.005×4 = 0.02, 0.01×3 = 0.03, 0.03×2 = 0.06, 0.04×1 → kept monotone at 0.06
-    np.testing.assert_allclose(adjusted[:4], [0.03, 0.06, 0.06, 0.02])
-    assert math.isnan(adjusted[4])
-    assert stats.holm([0.5, 0.9]).tolist() == [1.0, 1.0]
-
-
-def test_kaplan_meier_keeps_censored_trials_and_never_lowers_the_median():
-    reached_at = [1, 2, 3]
-    dropped = stats.kaplan_meier(reached_at, [True] * 3)
-    kept = stats.kaplan_meier(reached_at + [10, 10], [True] * 3 + [False] * 2)
-    assert dropped.median == 2  # naive: only the trials that got there
-    assert kept.median == 3 >= dropped.median  # two seeds still short of the target at 10 push the median up
-    assert kept.n == 5 and kept.reached == 3
-    assert kept.low <= kept.median <= kept.high
-    # half of the trials never got there: the median is not reached
-    never = stats.kaplan_meier([5, 5, 5, 2], [False, False, False, True])
-    assert never.median == math.inf and never.reached == 1
-    assert stats.kaplan_meier([4, 4], [False, False]).median == math.inf
-    # the curve is the fraction reached, a step function from 0 to its final value
-    t, f, lo, hi = kept.curve
-    assert f[0] == 0 and f[-1] == pytest.approx(0.6) and np.all(lo <= f + 1e-12) and np.all(f <= hi + 1e-12)
-
-
-def test_ratio_interval_recovers_an_exact_ratio():
-    base = [1.0, 1.2, 0.9, 1.1]
-    slow = [1.5 * x for x in [1.1, 0.9, 1.2, 1.0]]  # same spread, other order: geometric means differ by 1.5 exactly
-    ci = stats.ratio_interval(slow, base)
-    assert ci.estimate == pytest.approx(1.5) and ci.low < 1.5 < ci.high
-
-
-def test_paired_test_on_known_differences():
-    a, b = [0.92, 0.95, 0.92, 0.95], [0.90, 0.92, 0.91, 0.93]
-    res = stats.paired_test(a, b)
-    d = np.subtract(a, b)
-    assert res.difference.estimate == pytest.approx(0.02)
-    assert res.pvalue == pytest.approx(sps.ttest_1samp(d, 0).pvalue)
-    assert res.difference.covers(0.02)
-    assert stats.paired_test([0.9, 0.9], [0.9, 0.9]).pvalue == 1.0
-    assert math.isnan(stats.paired_test([0.9], [0.8]).pvalue)
 
 
 # -- tables on synthetic stores ------------------------------------------------------------------
@@ -142,7 +90,16 @@ def test_accuracy_counts_failed_trials_beside_the_mean(synth):
     assert (row.seeds, row.diverged, row.error) == (3, 1, 1)
     assert row["mean"] == pytest.approx(0.92)
     assert row.mean_high - row["mean"] == pytest.approx(sps.t.ppf(0.975, 2) * 0.02 / math.sqrt(3))
-    assert row.iqm_low <= row.iqm <= row.iqm_high
+    assert math.isnan(row.iqm_low) and "needs ≥ 10" in row.iqm_note and row["values"] == "0.9 0.92 0.94"
+
+
+def test_two_seeds_with_the_same_accuracy_are_not_shown_as_certainty(synth):
+    for seed in range(2):
+        synth.trial("stnet", seed, [0.5, 0.8], test_acc=0.9749)
+    table = metrics.accuracy_table(load(synth.root).trials)
+    shown = fmt.accuracy(table).iloc[0].tolist()
+    assert "97.49 (all 2 seeds equal)" in shown and "seeds: 97.49, 97.49" in shown
+    assert not any("[97.49, 97.49]" in str(v) for v in shown)
 
 
 def test_overhead_of_an_architecture_built_to_be_1_5x_slower(synth):
@@ -171,16 +128,46 @@ def test_convergence_censors_trials_that_never_reach_the_target(synth):
     for seed, curve in curves.items():
         synth.trial("convnet", seed, curve, sec=2.0)
     synth.trial("convnet", 5, [0.5, 0.6], finished=False)  # still running: censored at epoch 2
-    ttt = metrics.time_to_target(load(synth.root).epochs, {"mnist": 0.9})
+    results = load(synth.root)
+    ttt = metrics.time_to_target(results.epochs, {"mnist": 0.9}, results.trials)
     assert ttt.set_index("seed").loc[2, "epoch"] == 3 and ttt.set_index("seed").loc[2, "train_seconds"] == 6.0
+    assert ttt.set_index("seed").loc[5, "censored_at"] == "last epoch"
     assert ttt.reached.sum() == 3 and len(ttt) == 6
-    row = metrics.convergence_table(ttt).iloc[0]
+    table = metrics.convergence_table(ttt)
+    epochs = table[table.clock == "epochs"].iloc[0]
+    seconds = table[table.clock == "seconds"].iloc[0]
     naive = np.median([1, 2, 3])  # what dropping the censored trials would say
-    assert (row.trials, row.reached) == (6, 3)
-    assert row.epochs_median == 3 >= naive and row.seconds_median == 6.0
-    assert row.epochs_low <= row.epochs_median <= row.epochs_high
+    assert (epochs.trials, epochs.reached) == (6, 3)
+    assert epochs["median"] == 3 >= naive and seconds["median"] == 6.0
+    assert epochs.low <= epochs["median"] <= epochs.high
+    assert seconds.hardware == "CPU Test CPU"
     # a dataset without a target is left out of the convergence tables
-    assert metrics.time_to_target(load(synth.root).epochs, {"fashion_mnist": 0.85}).empty
+    assert metrics.time_to_target(results.epochs, {"fashion_mnist": 0.85}, results.trials).empty
+
+
+def test_failed_trials_count_as_never_reaching_the_target(synth):
+    # 2 seeds reach 0.9 at epoch 10; 3 diverge at epoch 2 of 20 planned: no median (2 of 5 reached it)
+    for seed in range(2):
+        synth.trial("convnet", seed, [0.5] * 9 + [0.95] * 11, sec=1.0)
+    for seed in range(2, 5):
+        synth.trial("convnet", seed, [0.5, float("nan")], status="diverged", sec=1.0, planned=20)
+    results = load(synth.root)
+    ttt = metrics.time_to_target(results.epochs, {"mnist": 0.9}, results.trials).set_index("seed")
+    assert ttt.loc[3, "epoch"] == 20 and ttt.loc[3, "censored_at"] == "planned horizon (failed)"
+    assert ttt.loc[3, "train_seconds"] == pytest.approx(20.0)  # 2 s so far, then 1 s per planned epoch
+    row = metrics.convergence_table(ttt.reset_index()).query("clock == 'epochs'").iloc[0]
+    assert row["median"] == math.inf and row.failed == 3
+
+
+def test_seconds_to_target_and_overhead_are_never_pooled_across_hardware(synth):
+    for seed in range(2):
+        synth.trial("convnet", seed, [0.5, 0.95], sec=4.0)
+        synth.trial("convnet", seed + 10, [0.5, 0.95], sec=0.5, hardware=("cuda", None, "Test GPU"))
+    a = analyse(load(synth.root), {"mnist": 0.9}, checkpoints=False)
+    seconds = a.tables["convergence"].query("clock == 'seconds'").set_index("hardware")
+    assert seconds.loc["CPU Test CPU", "median"] == 8.0 and seconds.loc["GPU Test GPU", "median"] == 1.0
+    assert len(a.tables["convergence"].query("clock == 'epochs'")) == 1  # an epoch is an epoch anywhere
+    assert any(n.startswith("mixed hardware: trials ran on 2 device models") for n in a.notes)
 
 
 def test_gap_at_best_and_last_epoch(synth):
@@ -221,8 +208,13 @@ def test_paired_comparisons_pair_by_seed_and_correct_with_holm(synth):
     assert st.p == pytest.approx(p_st) and cc.p == pytest.approx(p_cc)
     np.testing.assert_allclose([st.p_holm, cc.p_holm], stats.holm([p_st, p_cc]))
     assert st.significant and not cc.significant
+    # effect sizes: P(a seed of stnet beats a convnet seed), over all complete seeds of each, and the power line
+    st_all, base_all = np.add(base, better).tolist() + [0.5], base
+    beats = np.mean([[(x > y) + 0.5 * np.isclose(x, y) for y in base_all] for x in st_all])  # ties count half
+    assert st.prob == pytest.approx(beats) and st.prob_low < st.prob <= st.prob_high
+    assert st.needed == stats.seeds_needed(np.std(better, ddof=1), metrics.EFFECT)
     words = " ".join(metrics.describe_paired(table.reset_index()))
-    assert "1 of 2 differences" in words
+    assert "1 of 2 differences" in words and "paired seeds" in words and "with probability" in words
     assert "stnet vs convnet on mnist" in words and "coordconv vs convnet on mnist" in words
     assert "+2.00 pp" in words
 
@@ -252,9 +244,17 @@ def test_one_search_space_or_all_of_them(synth):
         load(synth.root, space="nope")
 
 
-def test_targets_from_the_command_line():
+def test_targets_from_the_datasets_the_space_and_the_command_line(synth):
+    from harness.data import DATASETS
+
     assert parse_targets(["mnist=0.9", "fashion_mnist=85%"]) == {"mnist": 0.9, "fashion_mnist": 0.85}
-    assert parse_targets(["cifar10=0.7"])["mnist"] == metrics.DEFAULT_TARGETS["mnist"]
+    assert all(0 < getattr(d, "convergence_target", 0) <= 1 for d in DATASETS.values())  # every dataset has one
+    assert metrics.DEFAULT_TARGETS["mnist"] == 0.98 and metrics.DEFAULT_TARGETS["fashion_mnist"] == 0.85
+    synth.run(SPACE + "targets: {mnist: 0.95}\n")
+    synth.trial("convnet", 0, [0.9, 0.96])
+    assert analyse(load(synth.root), checkpoints=False).targets["mnist"] == 0.95  # the space's own
+    assert analyse(load(synth.root), {"mnist": 0.9}, checkpoints=False).targets["mnist"] == 0.9  # --target wins
+    assert "targets" in parse_space(SPACE + "targets: {mnist: 0.95}\n").model_dump()
     for bad in ("mnist", "mnist=2", "=0.5", "mnist=x"):
         with pytest.raises(UserError, match="--target"):
             parse_targets([bad])
@@ -318,10 +318,10 @@ def trained_store(tmp_path_factory, mnist_root):
 
     root = tmp_path_factory.mktemp("trained") / "store"
     synth = Synth(root)
-    trial = Trial("stnet", "mnist", seeds=(0,), model_options={},
-                  training={"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.5,
-                            "weight_decay": 0.0, "loc_lr": None, "loc_lr_mult": None, "val_size": 100, "split_seed": 0,
-                            "train_limit": 256, "test_limit": 200})
+    from harness.space import Training
+
+    training = Training(epochs=1, lr=0.05, momentum=0.5, val_size=100, train_limit=256, test_limit=200)
+    trial = Trial(architecture="stnet", dataset="mnist", seeds=(0,), training=training.model_dump(exclude={"seeds"}))
     trainer = Trainer(trial, load_splits(trial, mnist_root))
     metrics_ = list(trainer.run())[-1]
     synth.trial("stnet", 0, [metrics_["val_acc"]], test_acc=metrics_["test_acc"], trial_id="real-stnet")
@@ -351,11 +351,110 @@ def test_checkpoint_figures_from_a_real_checkpoint(trained_store, mnist_root, tm
     assert {"confusion_mnist.png", "transform_mnist_stnet.png", "misclassified_mnist_stnet.png"} <= names
 
 
+def test_the_report_finds_the_data_through_the_environment(trained_store, mnist_root, tmp_path, monkeypatch):
+    from harness.data import DATA_DIR_ENV
+
+    root, _ = trained_store
+    monkeypatch.chdir(tmp_path)  # no ./datasets to fall back on
+    monkeypatch.setenv(DATA_DIR_ENV, str(mnist_root))
+    a = analyse(load(root))  # no data_dir: $STBENCH_DATA_DIR it is
+    assert len(a.inspection.confusions) == 1 and not any("checkpoint figures skipped" in n for n in a.notes)
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "no-data"))
+    assert any("checkpoint figures skipped" in n for n in analyse(load(root)).notes)
+
+
 def test_checkpoint_figures_are_skipped_with_a_note_without_data(trained_store, tmp_path):
     root, _ = trained_store
     a = analyse(load(root), data_dir=tmp_path / "no-data")
     assert any("checkpoint figures skipped" in n and "--data-dir" in n for n in a.notes)
     assert not [f for f in render(a) if f.section == "weights"]
+
+
+def test_the_report_uses_the_data_directory_the_run_recorded(trained_store, mnist_root, tmp_path, monkeypatch):
+    root, _ = trained_store
+    monkeypatch.delenv("STBENCH_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # ./datasets does not exist here
+    Synth(root).run(SPACE, run_id="r-data", data_dir=str(mnist_root))  # provenance_json key, as older runs wrote it
+    a, _ = build(root, tmp_path / "out")  # no --data-dir
+    assert a.data_dir.endswith("(recorded by the run)")
+    names = {p.name for p in (tmp_path / "out" / "figures").iterdir()}
+    assert {"confusion_mnist.png", "transform_mnist_stnet.png", "misclassified_mnist_stnet.png"} <= names
+    assert len(names) >= 6
+    # the runs table's own data_dir column (newer stores) comes first; the latest run that recorded one wins
+    runs = pd.DataFrame({"started_at": [T0, T0 + timedelta(1), T0 + timedelta(2)], "data_dir": [None, "/b", None],
+                         "provenance_json": ['{"data_dir": "/a"}', "{}", "{}"]})
+    assert recorded_data_dir(runs) == "/b"
+    assert recorded_data_dir(runs.drop(columns="data_dir")) == "/a"
+    assert recorded_data_dir(runs.iloc[[2]].drop(columns="data_dir")) is None
+
+
+def test_the_dataset_cache_the_run_recorded_is_used_while_the_weights_are_examined(tmp_path, monkeypatch):
+    from analysis.report import _recorded_cache_dir
+
+    monkeypatch.delenv("STBENCH_CACHE_DIR", raising=False)
+    runs = pd.DataFrame({"started_at": [T0], "provenance_json": [json.dumps({"cache_dir": str(tmp_path)})]})
+    with _recorded_cache_dir(runs):
+        assert os.environ["STBENCH_CACHE_DIR"] == str(tmp_path)
+    assert "STBENCH_CACHE_DIR" not in os.environ
+    monkeypatch.setenv("STBENCH_CACHE_DIR", "/mine")  # the user's own setting wins
+    with _recorded_cache_dir(runs):
+        assert os.environ["STBENCH_CACHE_DIR"] == "/mine"
+
+
+def test_pending_trials_come_from_the_planned_ids_the_run_recorded():
+    expected = parse_space(SPACE).trials()
+    # each planned seed with its cell, as runs record it; the YAML (which may no longer parse) is not needed
+    planned = [{"trial_id": t.trial_id, "architecture": t.architecture, "dataset": t.dataset, "seed": t.seed}
+               for t in expected[:2]] + [{"trial_id": "x1", "architecture": "stnet", "dataset": "mnist", "seed": 7}]
+    runs = pd.DataFrame({"space": ["synth"], "started_at": [T0], "planned_json": [json.dumps(planned)]})
+    table = _expected_trials({"synth": "name: synth\nnot_a_key: 1\n"}, notes := [], runs)
+    assert table.trial_id.tolist() == [p["trial_id"] for p in planned] and table.by_id.all() and not notes
+    assert table.set_index("trial_id").loc["x1", ["architecture", "seed"]].tolist() == ["stnet", 7]
+    # bare ids: placed through the YAML where it still expands to them, else counted as unknown cells
+    bare = [t.trial_id for t in expected[:2]] + ["from-a-newer-schema"]
+    runs = runs.assign(planned_json=[json.dumps(bare)])
+    table = _expected_trials({"synth": SPACE}, [], runs)
+    known = table[table["unknown_cell"] != True]  # noqa: E712
+    assert list(known.trial_id) == bare[:2] and known.by_id.all()
+    assert table[table["unknown_cell"] == True].trial_id.tolist() == ["from-a-newer-schema"]  # noqa: E712
+    # stores without planned_json: the YAML expanded with today's schema
+    assert len(_expected_trials({"synth": SPACE}, [], None)) == len(expected)
+
+
+def test_the_report_opens_with_the_answer_and_every_label_follows_confidence(synth, tmp_path):
+    for seed in range(3):
+        synth.trial("convnet", seed, [0.9, 0.95, 0.97 + seed / 1000])
+        synth.trial("stnet", seed, [0.92, 0.96, 0.98 + seed / 1000], sec=2.0)
+    a, paths = build(synth.root, tmp_path / "out", confidence=0.9, checkpoints=False)
+    md, page = paths["markdown"].read_text(), paths["html"].read_text()
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## The answer" and headings[-1] == "## Provenance"
+    assert "95 %" not in md and "95 %" not in page and "90 %" in md
+    answer = md.split("## The answer")[1].split("## What is missing")[0]
+    assert "stnet" in answer and "3 paired seed(s)" in answer and "Median epochs to 98 %" in answer
+    assert "<details><summary><h2" in page  # provenance folded
+
+
+def test_figures_draw_seeds_at_small_n_and_keep_bands_in_range():
+    from matplotlib.collections import PolyCollection
+
+    rows = []
+    for n_seeds, arch in ((2, "convnet"), (6, "stnet")):
+        for seed in range(n_seeds):
+            for epoch in (1, 2, 3):
+                acc = 0.999 - 0.05 * (seed % 2) / epoch  # near the ceiling: a t-band would cross 1
+                rows.append({"dataset": "mnist", "architecture": arch, "seed": seed, "trial_id": f"{arch}{seed}",
+                             "epoch": epoch, "val_acc": acc, "val_loss": 0.02 * (seed % 2) / epoch,
+                             "train_loss": 0.05})
+    fig = figures.learning_curves(pd.DataFrame(rows))
+    acc_ax, loss_ax = fig.axes[0], fig.axes[1]
+    assert len(acc_ax.lines) == 2 + 1 + 1  # convnet: 2 thin seed lines and the mean; stnet: the mean over a band
+    for ax, (low, high) in ((acc_ax, (0, 1)), (loss_ax, (0, math.inf))):
+        bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+        assert bands
+        for band in bands:
+            y = np.concatenate([p.vertices[:, 1] for p in band.get_paths()])
+            assert y.min() >= low - 1e-12 and y.max() <= high + 1e-12
 
 
 # -- the notebook --------------------------------------------------------------------------------
@@ -379,7 +478,7 @@ def test_notebook_executes_on_a_synthetic_store(synth, tmp_path, monkeypatch):
 
 # -- end to end ----------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_report_after_a_real_benchmark(ray_local, mnist_root, tmp_path):
+def test_report_after_a_real_benchmark(ray_local, mnist_root, tmp_path, monkeypatch):
     from harness.cli import main as benchmark
 
     results, out = tmp_path / "results", tmp_path / "report"
@@ -389,3 +488,8 @@ def test_report_after_a_real_benchmark(ray_local, mnist_root, tmp_path):
     assert "tiny" in html and "transform_mnist_stnet" in html
     accuracy = pd.read_csv(out / "tables" / "accuracy.csv")
     assert set(accuracy.architecture) == {"convnet", "stnet"} and accuracy.seeds.tolist() == [1, 1]
+    # without --data-dir: the directory the run recorded, so the weights' figures are there by default
+    monkeypatch.delenv("STBENCH_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--results-dir", str(results), "--out", str(tmp_path / "default")]) == 0
+    assert "transform_mnist_stnet" in (tmp_path / "default" / "report.html").read_text()

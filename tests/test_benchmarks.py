@@ -1,22 +1,18 @@
 """The benchmark scripts run end to end on tiny settings and print their ratios (never asserting a speed)."""
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import run_cli
 
 
 def run_script(name: str, data_dir: Path, *args: str) -> str:
-    env = {**os.environ, "STBENCH_DATA_DIR": str(data_dir)}
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+    """A benchmark script as a subprocess; it (and any Ray it started) is killed if it outlives the test."""
+    done = run_cli(args, script=f"benchmarks/{name}", env={"STBENCH_DATA_DIR": str(data_dir)}, timeout=600)
+    assert done.rc == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 def test_throughput_defaults_to_the_reference_studys_four_architectures(mnist_root):
@@ -36,9 +32,8 @@ def test_throughput_measures_concurrent_trials_and_switches(mnist_root):
 
 
 def test_throughput_rejects_unknown_names():
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--architectures", "vgg"],
-                          cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 2 and "--architectures: unknown 'vgg'; allowed: convnet" in proc.stderr
+    done = run_cli(["--architectures", "vgg"], script="benchmarks/throughput.py", timeout=300)
+    assert done.rc == 2 and "--architectures: unknown 'vgg'; allowed: convnet" in done.stderr
 
 
 @pytest.mark.slow

@@ -19,9 +19,10 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-from conftest import space_yaml
+from conftest import run_cli, space_yaml
 from harness.store import ResultsStore, verify
 from ray_cluster import ENV, LocalRayCluster, free_port, port_is_free
+from wandb_offline import read_runs
 
 REPO = Path(__file__).resolve().parent.parent
 # Enough work that both worker nodes get trials even when starting a node's first worker process is slow.
@@ -82,9 +83,9 @@ def test_dockerfile_copies_what_exists_and_pins_what_pyproject_allows():
 
 
 def _run(space_file, results, data, *args, timeout=300):
-    cmd = [sys.executable, "run_benchmark.py", "--space", str(space_file), "--results-dir", str(results),
-           "--data-dir", str(data), "--quiet", *args]
-    return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
+    """The driver as a subprocess, killed with whatever it started if it outlives ``timeout`` or the test."""
+    return run_cli(["--space", space_file, "--results-dir", results, "--data-dir", data, "--quiet", *args],
+                   env={k: ENV[k] for k in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED")}, timeout=timeout)
 
 
 @pytest.mark.slow
@@ -93,11 +94,16 @@ def test_benchmark_spreads_over_a_multi_node_cluster(tmp_path, mnist_root):
     space_file.write_text(SPACE)
     with LocalRayCluster(workers=2, cpus_per_worker=1, dashboard_port=free_port()) as cluster:
         results = tmp_path / "results"
-        done = _run(space_file, results, mnist_root, "--address", cluster.address)
-        assert done.returncode == 0, done.stdout + done.stderr
+        # W&B offline (the shipped default) on a multi-node run: each trial's run is written on the driver's node
+        done = _run(space_file, results, mnist_root, "--address", cluster.address, "--wandb-mode", "offline")
+        assert done.rc == 0, done.stdout + done.stderr
+        assert "warning: W&B" not in done.stderr, done.stderr
         trials = ResultsStore(results).trials()
         assert len(trials) == 6 and set(trials.status) == {"complete"} and verify(results)[0] == []
         assert trials.node_id.nunique() == 2  # the two worker nodes each ran trials (the head has no CPUs)
+        runs = read_runs(results / "wandb")
+        assert sorted(r.config["trial"]["trial_id"] for r in runs) == sorted(trials.trial_id)
+        assert all(r.summary.get("test_acc") is not None for r in runs)
 
         # the other submission path: a Ray job, with the project shipped as its working directory
         submitted = tmp_path / "submitted"
@@ -133,7 +139,7 @@ def test_autoscaler_launches_gpu_workers_on_demand(tmp_path, mnist_root):
         assert re.search(r"^GPUS 0$", before.stdout, re.M), before.stdout  # no GPU node before the benchmark asks
         results = tmp_path / "results"
         done = _run(space_file, results, mnist_root, "--address", cluster.address)
-        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.rc == 0, done.stdout + done.stderr
         trials = ResultsStore(results).trials()
         assert len(trials) == 4 and set(trials.status) == {"complete"}
         # trials ran on worker nodes the fake provider launched (ids ffff…0001, ffff…0002, …)

@@ -68,6 +68,10 @@ def damage(case: str, results, space, data):
     if case == "stray file":
         (results / "epochs" / "notes.txt").write_text("my notes")
         return "epochs/notes.txt is not a Parquet file of this table (a stray file)"
+    if case == "Optuna studies not SQLite":
+        (results / "optuna").mkdir()
+        (results / "optuna" / "studies.db").write_bytes(b"\x00" * 100)
+        return "optuna/studies.db is not an SQLite database"
     if case == "corrupt store.json":
         (results / "store.json").write_text('{"schema_version": ')
         return "store.json is unreadable or corrupt"
@@ -82,7 +86,7 @@ def damage(case: str, results, space, data):
 
 SUBPROCESS = ("garbage space file", "truncated Parquet", "zero-byte Parquet", "unreadable resume pointer", "empty data dir")
 IN_PROCESS = ("space file of control characters", "empty space file", "not Parquet", "another table's file",
-              "another column type", "stray file", "corrupt store.json", "resume pointer to a lost checkpoint")
+              "another column type", "stray file", "corrupt store.json", "Optuna studies not SQLite", "resume pointer to a lost checkpoint")
 
 
 @pytest.mark.parametrize("case", SUBPROCESS + IN_PROCESS)
@@ -143,3 +147,36 @@ def test_an_unfinished_trial_with_a_remote_checkpoint_is_not_probed(tmp_path):
     store.put_resume(UNFINISHED, "s3://bucket/stbench/ckpt/checkpoint_000000", 1)
     assert json.loads((results / "resume" / f"{UNFINISHED}.json").read_text())["checkpoint"].startswith("s3://")
     assert find_damage(results) == []
+
+
+@pytest.mark.parametrize("case", ["many space problems", "no such space", "empty data dir", "malformed YAML",
+                                  "unreachable cluster"])
+def test_errors_are_one_short_first_line(case, tmp_path, mnist_root, capsys):
+    """The line after ``error:`` stays under 200 characters (not counting the user's own paths); what does
+    not fit (every problem of a space after the first) goes to the lines below it."""
+    space, data = tmp_path / "space.yaml", mnist_root
+    space.write_text(space_yaml())
+    extra = []
+    if case == "many space problems":
+        space.write_text(space_yaml(architectures=["foo", "bar"], training={"epoch": 3}, bogus=1))
+    elif case == "no such space":
+        space = "no-such-space"
+    elif case == "empty data dir":
+        data = tmp_path / "empty"
+    elif case == "malformed YAML":
+        space.write_text("name: [x\n")
+    elif case == "unreachable cluster":
+        extra = ["--address", "127.0.0.1:9"]
+    rc = main([*map(str, ["--space", space, "--results-dir", tmp_path / "r", "--data-dir", data, "--no-download"]),
+               *extra])
+    err = capsys.readouterr().err
+    first, *rest = err.splitlines()
+    assert rc == 2 and first.startswith("error: ") and "Traceback" not in err
+    assert len(first.replace(str(tmp_path), "")) < 200, first
+    assert bool(rest) == (case in ("many space problems", "no such space")), err
+    assert all(line.startswith("  ") for line in rest)
+    if case == "many space problems":
+        assert "(and 3 more problem(s), below)" in first
+    if case == "no such space":
+        assert "quick" in rest[0].split(", ")
+    assert not (tmp_path / "r").exists()

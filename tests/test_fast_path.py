@@ -21,6 +21,7 @@ from harness.train import Trainer, load_splits
 FAST = {"name": "t", "architectures": ["convnet", "stnet", "coordconv", "stcoordconv"],
         "training": {"seeds": None, "val_size": 200, "train_limit": 320, "test_limit": 200}}
 SPACE = space_yaml(FAST)
+pytestmark = pytest.mark.numerics
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -162,7 +163,9 @@ def test_bf16_autocast_keeps_weights_loss_and_metrics_in_float32(trials, splits,
     bf16 = list(Trainer(with_switches(trials[arch], precision="bf16"), splits).run())
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
     assert bf16[-1]["status"] == "complete"
-    assert [m["train_loss"] for m in bf16] == pytest.approx([m["train_loss"] for m in fp32], rel=0.02)
+    # bf16 keeps 8 significant bits (unit roundoff 2^-8 ≈ 0.4%); over two short epochs the loss stays within a
+    # few units of it, on AVX-512-BF16 and on AVX2 (where bf16 is emulated) alike
+    assert [m["train_loss"] for m in bf16] == pytest.approx([m["train_loss"] for m in fp32], rel=5 * 2**-8)
     assert bf16[-1]["val_acc"] == pytest.approx(fp32[-1]["val_acc"], abs=0.1)
 
 

@@ -69,5 +69,5 @@ def test_localization_parameters_are_their_own_group():
 
 
 def test_unknown_architecture_names_the_allowed_ones():
-    with pytest.raises(ValueError, match="allowed: convnet, coordconv, resnext, stcoordconv, stnet, stresnext"):
+    with pytest.raises(ValueError, match="allowed: conv_regressor, convnet, coordconv, coordconv_regressor, resnext, stcoordconv, stnet, stresnext"):
         build_model("resnet", (1, 28, 28), 10)

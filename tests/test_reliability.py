@@ -11,6 +11,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 
@@ -261,3 +262,36 @@ def test_secrets_in_the_environment_never_reach_the_store(ray_local, tmp_path, m
     assert main(["--space", str(space), "--results-dir", str(results), "--data-dir", str(mnist_root), "--quiet"]) == 0
     leaked = [p for p in results.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert leaked == []
+
+
+@pytest.mark.slow
+def test_an_errored_trial_is_recorded_kept_on_rerun_and_retried_on_request(ray_local, tmp_path, fake_root, capsys):
+    # A real failure inside the trial: MNIST training labels that are a well-formed IDX file (the pre-flight check
+    # passes) but hold class numbers up to 255, so the loss raises "IndexError: Target … is out of bounds".
+    labels = fake_root / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    good = labels.read_bytes()
+    labels.write_bytes(good[:8] + bytes(min(b * 30, 255) for b in good[8:]))
+    space = tmp_path / "errored.yaml"
+    space.write_text(space_yaml(RELIABILITY, architectures=["convnet"], max_failures=0,
+                                training={"seeds": 1, "epochs": 1, "train_limit": 300},
+                                datasets={"mnist": {}, "fashion_mnist": {}}))
+    results = tmp_path / "results"
+    argv = ["--space", str(space), "--results-dir", str(results), "--data-dir", str(fake_root), "--quiet"]
+
+    assert main(argv) == 1  # a trial in error: exit status 1, the other trial still finished
+    trials = ResultsStore(results).trials().set_index("dataset")
+    assert trials.status.to_dict() == {"mnist": "error", "fashion_mnist": "complete"}
+    assert "IndexError: Target" in trials.loc["mnist", "error"] and "\n" not in trials.loc["mnist", "error"]
+    errored = trials.loc["mnist", "trial_id"]
+    capsys.readouterr()
+
+    assert main(argv) == 0  # by default an errored trial is kept, not rerun
+    assert "2 of 2 trials already in the store" in capsys.readouterr().out
+    assert ResultsStore(results).trials().set_index("dataset").status.mnist == "error"
+
+    labels.write_bytes(good)  # the cause fixed: retry it
+    assert main(argv + ["--retry-errored"]) == 0
+    trials = ResultsStore(results).trials().set_index("dataset")
+    assert trials.status.to_dict() == {"mnist": "complete", "fashion_mnist": "complete"}
+    assert trials.loc["mnist", "trial_id"] == errored and pd.isna(trials.loc["mnist", "error"])
+    assert verify(results)[0] == []

@@ -7,7 +7,7 @@ BASE = "name: t\narchitectures: [convnet]\ndatasets: {mnist: {}}\n"
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("name: t\narchitectures: [foo]\ndatasets: {mnist: {}}", "architectures.0: Input should be 'convnet', 'stnet', 'coordconv', 'stcoordconv', 'resnext' or 'stresnext' (got 'foo')"),
+    ("name: t\narchitectures: [foo]\ndatasets: {mnist: {}}", "architectures.0: Input should be 'convnet', 'stnet', 'coordconv', 'stcoordconv', 'resnext', 'stresnext', 'coordconv_regressor' or 'conv_regressor' (got 'foo')"),
     ("name: t\narchitectures: [convnet]\ndatasets: {cifar: {}}", "datasets.cifar: Input should be 'mnist', 'fashion_mnist'"),
     ("name: t\narchitectures: [convnet]\ndatasets: {mnist: {epochs: 0}}", "datasets.mnist.epochs: Input should be greater than or equal to 1 (got 0)"),
     ("name: t\narchitectures: [convnet]\ndatasets: {mnist: {epoch: 3}}", "datasets.mnist.epoch: unknown key; allowed: epochs, batch_size"),
@@ -72,7 +72,7 @@ def test_reference_space_is_the_reference_protocol():
 
 
 def test_unknown_space_name_lists_the_shipped_ones():
-    with pytest.raises(UserError, match="allowed: a YAML path or one of .*quick.*reference"):
+    with pytest.raises(UserError, match="allowed: a YAML path or one of the [0-9]+ shipped spaces below\n  .*quick.*reference"):
         load_space("nope")
 
 

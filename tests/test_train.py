@@ -7,6 +7,7 @@ from conftest import space_yaml
 from harness.space import parse_space
 from harness.train import Trainer, build_optimizer, load_splits
 
+pytestmark = pytest.mark.numerics  # same seed, same numbers; resumed equals uninterrupted
 SPACE = space_yaml(name="t", architectures=["convnet", "stnet", "coordconv", "stcoordconv"],
                    training={"seeds": None, "epochs": 3, "val_size": 200, "train_limit": 400, "test_limit": 200})
 

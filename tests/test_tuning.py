@@ -100,3 +100,35 @@ def test_tuning_is_interrupted_resumed_and_the_benchmark_uses_the_best_value(tmp
     analysed = load(results)
     assert set(analysed.trials.architecture) == {"convnet", "stnet"} and len(analysed.trials) == 2
     assert any("tune trial(s)" in note for note in analysed.notes)
+
+
+@pytest.mark.slow
+def test_asha_stops_poor_trials_and_lr_with_loc_lr_mult_reach_the_benchmark(ray_local, tmp_path, mnist_root):
+    from harness.cli import main
+
+    space_file = tmp_path / "asha.yaml"
+    space_file.write_text(space_yaml(
+        TUNING, {"tune": {"loc_lr": None}}, architectures=["stnet"], training={"epochs": 3, "train_limit": 300},
+        tune={"trials": 4, "seeds": 1, "scheduler": "asha", "grace_period": 1,
+              "lr": {"low": 1.0e-3, "high": 0.3, "log": True}, "loc_lr_mult": {"low": 0.01, "high": 1.0, "log": True}}))
+    results = tmp_path / "results"
+    argv = ["--space", str(space_file), "--results-dir", str(results), "--data-dir", str(mnist_root), "--quiet"]
+    assert main(argv) == 0
+
+    space = parse_space(space_file.read_text())
+    study, _ = open_study(space, "stnet", "mnist", results)
+    assert all(set(t.params) == {"lr", "loc_lr_mult"} for t in study.trials)
+    for t in study.trials:
+        assert 1.0e-3 <= t.params["lr"] <= 0.3 and 0.01 <= t.params["loc_lr_mult"] <= 1.0
+    trials = ResultsStore(results).trials()
+    tune = trials[trials.stage == "tune"]
+    assert len(tune) == 4 and set(tune.status) <= {"complete", "stopped"}
+    stopped = tune[tune.status == "stopped"]
+    assert len(stopped) >= 1 and (stopped.epochs_completed < 3).all()  # ASHA cut them at a rung
+    assert (tune[tune.status == "complete"].epochs_completed == 3).all()
+
+    (bench,) = trials[trials.stage == "benchmark"].itertuples()
+    best = max((t for t in finished(study) if t.value is not None), key=lambda t: t.value).params
+    assert bench.lr_tuned and bench.study == study.study_name and bench.status == "complete"
+    assert bench.lr == pytest.approx(best["lr"]) and bench.loc_lr == pytest.approx(best["lr"] * best["loc_lr_mult"])
+    assert verify(results)[0] == []

@@ -1,17 +1,16 @@
-"""Dataset registry: a name maps to an object with ``prepare(data_dir, download)``,
-``split_sizes(data_dir)`` and ``load(data_dir, val_size, split_seed, train_limit, test_limit)``.
+"""Dataset registry: a name maps to an object of the ``Dataset`` contract (``harness/data/base.py``): name,
+task, input shape, number of outputs, convergence target, ``prepare``, ``split_sizes`` and ``load``.
 
-Adding a dataset is one file with such an object and one line here. A dataset may declare ``task``
-(default: classification; see ``harness.tasks``) and hands it to the trainer in its ``ImageSplits``.
+Adding a dataset is one file with such an object and one line here.
 """
 
-from .base import DATA_DIR_ENV, ImageSplits, resolve_data_dir, validation_split
-from .clevr import CLEVR_QUADRANT, CLEVR_UNIFORM
+from .base import DATA_DIR_ENV, Dataset, ImageSplits, resolve_data_dir, validation_split
+from .clevr import CLEVR_QUADRANT, CLEVR_QUADRANT_ONEHOT, CLEVR_UNIFORM, CLEVR_UNIFORM_ONEHOT
 from .cub import CUB200, CUB200_BBOX
 from .distorted import MNIST_E, MNIST_P, MNIST_R, MNIST_RTS
 from .mnist import FASHION_MNIST, MNIST
 
-DATASETS = {
+DATASETS: dict[str, Dataset] = {
     "mnist": MNIST,
     "fashion_mnist": FASHION_MNIST,
     "mnist_r": MNIST_R,
@@ -20,8 +19,10 @@ DATASETS = {
     "mnist_e": MNIST_E,
     "clevr_uniform": CLEVR_UNIFORM,
     "clevr_quadrant": CLEVR_QUADRANT,
+    "clevr_uniform_onehot": CLEVR_UNIFORM_ONEHOT,
+    "clevr_quadrant_onehot": CLEVR_QUADRANT_ONEHOT,
     "cub200": CUB200,
     "cub200_bbox": CUB200_BBOX,
 }
 
-__all__ = ["DATASETS", "DATA_DIR_ENV", "ImageSplits", "resolve_data_dir", "validation_split"]
+__all__ = ["DATASETS", "DATA_DIR_ENV", "Dataset", "ImageSplits", "resolve_data_dir", "validation_split"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 import torch
 import torch.utils.data
@@ -69,6 +69,43 @@ class ImageSplits:
     def to(self, device) -> "ImageSplits":
         moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
         return ImageSplits(classes=self.classes, task=self.task, **moved)
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """What every dataset object offers (adding one = a file with such an object + a line in ``__init__.py``).
+
+    ``task`` (``harness.tasks``) says how outputs are scored; ``in_shape`` and ``num_classes`` (the number of
+    outputs: classes, or a regression target's components) let models be built without loading any data;
+    ``convergence_target`` is the validation accuracy at which the report stops the convergence clock.
+    ``prepare`` checks (downloads, generates) the files before any trial starts; ``load`` runs inside a
+    trial and returns ``ImageSplits`` (whole tensors) or ``LoaderSplits`` (DataLoader workers).
+    """
+
+    name: str
+    task: Any
+    in_shape: tuple[int, int, int]
+    num_classes: int
+    convergence_target: float | None
+
+    def prepare(self, data_dir: Path, download: bool = True) -> None: ...
+
+    def split_sizes(self, data_dir: Path) -> tuple[int, int]: ...
+
+    def load(self, data_dir: Path, val_size: int, split_seed: int = 0, train_limit: int | None = None,
+             test_limit: int | None = None): ...
+
+
+def carve(n_train: int, val_size: int, split_seed: int, train_limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The standard protocol's (training, validation) indices into the official training set: the seeded
+    validation slice, and the rest cut to ``train_limit`` (the one place every dataset slices the same way)."""
+    train_idx, val_idx = validation_split(n_train, val_size, split_seed)
+    return first(train_idx, train_limit), val_idx
+
+
+def first(items, limit: int | None):
+    """``items`` cut to ``limit`` (None or 0: all of them)."""
+    return items[:limit] if limit else items
 
 
 def validation_split(n_train: int, val_size: int, split_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

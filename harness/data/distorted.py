@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .base import ImageSplits, validation_split
+from ..tasks import CLASSIFICATION
+from .base import ImageSplits, carve, first
 from .mnist import MNIST, IDXImageDataset
 
 CACHE_ENV = "STBENCH_CACHE_DIR"
@@ -169,6 +170,16 @@ class DistortedMNIST:
     name: str
     kind: str
     source: IDXImageDataset = MNIST
+    convergence_target: float | None = None
+    """Validation accuracy at which the report stops the convergence clock: one every architecture reaches well
+    before its ceiling under the dataset's reference protocol, so it measures speed, not the final accuracy."""
+
+    task = CLASSIFICATION
+    num_classes = 10
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return (1, KINDS[self.kind], KINDS[self.kind])
 
     def _cache_file(self, data_dir: Path) -> Path:
         n_train, n_test = self.source.split_sizes(data_dir)
@@ -217,12 +228,8 @@ class DistortedMNIST:
     def load(self, data_dir: Path, val_size: int, split_seed: int = 0,
              train_limit: int | None = None, test_limit: int | None = None) -> ImageSplits:
         data = self._images(Path(data_dir))
-        train_idx, val_idx = validation_split(len(data["train_y"]), val_size, split_seed)
-        if train_limit:
-            train_idx = train_idx[:train_limit]
-        test_x, test_y = data["test_x"], data["test_y"]
-        if test_limit:
-            test_x, test_y = test_x[:test_limit], test_y[:test_limit]
+        train_idx, val_idx = carve(len(data["train_y"]), val_size, split_seed, train_limit)
+        test_x, test_y = first(data["test_x"], test_limit), first(data["test_y"], test_limit)
 
         def norm(x):
             return ((x.float().div_(255.0) - data["mean"]) / data["std"]).unsqueeze(1).contiguous()
@@ -234,7 +241,7 @@ class DistortedMNIST:
         )
 
 
-MNIST_R = DistortedMNIST("mnist_r", "r")
-MNIST_RTS = DistortedMNIST("mnist_rts", "rts")
-MNIST_P = DistortedMNIST("mnist_p", "p")
-MNIST_E = DistortedMNIST("mnist_e", "e")
+MNIST_R = DistortedMNIST("mnist_r", "r", convergence_target=0.95)  # STN paper's CNN: 1.2 % error on R
+MNIST_RTS = DistortedMNIST("mnist_rts", "rts", convergence_target=0.90)  # paper: 0.8 % error; 10k images: 80 %
+MNIST_P = DistortedMNIST("mnist_p", "p", convergence_target=0.95)  # paper's CNN: 1.5 % error on P
+MNIST_E = DistortedMNIST("mnist_e", "e", convergence_target=0.95)  # paper's CNN: 1.4 % error on E

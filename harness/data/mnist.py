@@ -4,6 +4,14 @@ Files live where torchvision expects them (``<data_dir>/MNIST/raw``,
 ``<data_dir>/FashionMNIST/raw``). They are checked, and downloaded when missing
 and allowed, by ``prepare`` in the driver before any trial starts; ``load``
 runs inside each trial and returns normalised tensors.
+
+Two protocols (``Training.protocol``):
+
+* ``standard``: validation is a seeded slice of the official training set; the official test set is used once.
+* ``study``: the reference study's: train on all training images, evaluate every epoch on the first half of
+  ``random_split(test, [5000, 5000], generator=torch.Generator().manual_seed(42))`` (the same call, so the same
+  5,000 images), keep the second half as the test set used once, and normalise with MNIST's constants for
+  Fashion-MNIST too, as the study did. Its curves are then comparable with the study's published ones.
 """
 
 from __future__ import annotations
@@ -15,7 +23,10 @@ import torch
 import torchvision
 
 from ..errors import UserError
-from .base import DATA_DIR_ENV, ImageSplits, validation_split
+from ..tasks import CLASSIFICATION
+from .base import DATA_DIR_ENV, ImageSplits, first, validation_split
+
+STUDY_SPLIT_SEED = 42  # the reference study's generator seed for halving the official test set
 from .idx import check_idx
 
 FILES = {
@@ -34,6 +45,13 @@ class IDXImageDataset:
     torchvision_class: type
     mean: float
     std: float
+    convergence_target: float | None = None
+    """Validation accuracy at which the report stops the convergence clock: one every architecture reaches well
+    before its ceiling under the dataset's reference protocol, so it measures speed, not the final accuracy."""
+    protocols = ("standard", "study")
+    task = CLASSIFICATION
+    in_shape = (1, 28, 28)
+    num_classes = 10
 
     def raw_dir(self, data_dir: Path) -> Path:
         return Path(data_dir) / self.torchvision_class.__name__ / "raw"
@@ -74,26 +92,52 @@ class IDXImageDataset:
         return check_idx(raw / "train-labels-idx1-ubyte", 1), check_idx(raw / "t10k-labels-idx1-ubyte", 1)
 
     def load(self, data_dir: Path, val_size: int, split_seed: int = 0,
-             train_limit: int | None = None, test_limit: int | None = None) -> ImageSplits:
+             train_limit: int | None = None, test_limit: int | None = None,
+             protocol: str = "standard") -> ImageSplits:
+        """``study``: ``val_size`` and ``split_seed`` are not used; ``test_limit`` cuts each test half."""
         train = self.torchvision_class(root=str(data_dir), train=True, download=False)
         test = self.torchvision_class(root=str(data_dir), train=False, download=False)
-        train_idx, val_idx = validation_split(len(train.targets), val_size, split_seed)
-        if train_limit:
-            train_idx = train_idx[:train_limit]
-        test_x, test_y = test.data, test.targets
-        if test_limit:
-            test_x, test_y = test_x[:test_limit], test_y[:test_limit]
+        if protocol == "study":
+            train_idx = torch.arange(len(train.targets))
+            val_idx, test_idx = study_test_halves(len(test.targets))
+            val_src, test_src = test, test
+            mean, std = MNIST_MEAN, MNIST_STD
+        elif protocol == "standard":
+            train_idx, val_idx = validation_split(len(train.targets), val_size, split_seed)
+            test_idx = torch.arange(len(test.targets))
+            val_src, test_src = train, test
+            mean, std = self.mean, self.std
+        else:
+            raise ValueError(f"protocol: {protocol!r}; allowed: {', '.join(self.protocols)}")
+        train_idx, test_idx = first(train_idx, train_limit), first(test_idx, test_limit)
+        if protocol == "study":
+            val_idx = first(val_idx, test_limit)
         return ImageSplits(
-            train_x=self._normalise(train.data[train_idx]), train_y=train.targets[train_idx].long(),
-            val_x=self._normalise(train.data[val_idx]), val_y=train.targets[val_idx].long(),
-            test_x=self._normalise(test_x), test_y=test_y.long(),
+            train_x=normalise(train.data[train_idx], mean, std), train_y=train.targets[train_idx].long(),
+            val_x=normalise(val_src.data[val_idx], mean, std), val_y=val_src.targets[val_idx].long(),
+            test_x=normalise(test_src.data[test_idx], mean, std), test_y=test_src.targets[test_idx].long(),
             classes=list(train.classes),
         )
 
-    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, 28, 28) → float32 (N, 1, 28, 28), the same arithmetic as ToTensor + Normalize."""
-        return ((images.float().div_(255.0) - self.mean) / self.std).unsqueeze(1).contiguous()
+
+def study_test_halves(n_test: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference study's halves of the official test set: (evaluation indices, test indices), in the order
+    ``random_split`` gives them. The same call as the study's (``[5000, 5000]`` for 10,000 images)."""
+    first = n_test // 2
+    val, test = torch.utils.data.random_split(range(n_test), [first, n_test - first],
+                                              generator=torch.Generator().manual_seed(STUDY_SPLIT_SEED))
+    return torch.tensor(val.indices, dtype=torch.long), torch.tensor(test.indices, dtype=torch.long)
 
 
-MNIST = IDXImageDataset("mnist", torchvision.datasets.MNIST, mean=0.1307, std=0.3081)
-FASHION_MNIST = IDXImageDataset("fashion_mnist", torchvision.datasets.FashionMNIST, mean=0.2860, std=0.3530)
+def normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 (N, 28, 28) → float32 (N, 1, 28, 28), the same arithmetic as ToTensor + Normalize."""
+    return ((images.float().div_(255.0) - mean) / std).unsqueeze(1).contiguous()
+
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+MNIST = IDXImageDataset("mnist", torchvision.datasets.MNIST, mean=MNIST_MEAN, std=MNIST_STD,
+                        convergence_target=0.98)  # the study's CNNs end near 99 %
+FASHION_MNIST = IDXImageDataset("fashion_mnist", torchvision.datasets.FashionMNIST, mean=0.2860, std=0.3530,
+                                convergence_target=0.85)  # the study's CNNs end near 90 %

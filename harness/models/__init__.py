@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 from torch import nn
 
 from .convnet import convnet, coordconv
+from .regressor import conv_regressor, coordconv_regressor
 from .resnext import resnext, stresnext
 from .stn import STModel, stcoordconv, stnet
 
@@ -35,6 +36,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "stcoordconv": Architecture(stcoordconv, localization=True),
     "resnext": Architecture(resnext),
     "stresnext": Architecture(stresnext, localization=True),
+    "coordconv_regressor": Architecture(coordconv_regressor), "conv_regressor": Architecture(conv_regressor),
 }
 MODELS: dict[str, Callable[..., nn.Module]] = {name: a.builder for name, a in ARCHITECTURES.items()}
 

@@ -5,6 +5,11 @@ default; ``pretrained: true`` starts from torchvision's ImageNet weights, which 
 torchvision's cache (``$TORCH_HOME``) on machines without network access. ``stresnext`` puts a spatial
 transformer in front: its localization network looks at a ``loc_size``² downsampled copy of the input
 (cheap) and the predicted affine transform, identity at initialisation, resamples the full-size input.
+
+Not the reference study's model of the same name: its ``stresnext`` was StNet, a video action-recognition network
+(SE-ResNeXt-50 with temporal blocks) with no spatial transformer, and its ``resnext`` kept a 1000-way head for
+200 classes. Ours is what the name promises (a spatial transformer in front of ResNeXt-50, a 200-way head), so its
+birds figures (``search_spaces/birds_seed.yaml``) answer the question the study meant to ask, not the one it ran.
 """
 
 from __future__ import annotations

@@ -1,0 +1,295 @@
+"""The report's "Reproduction" section: our runs of the reference study's protocol beside its published results.
+
+The study's 68 runs (per-epoch accuracy on its 5,000-image half of the MNIST / Fashion-MNIST test set, or its
+birds split) ship with the package as data (``analysis/reference/``, provenance in its README). Trials trained with
+``training.protocol: study`` evaluate every epoch on the same images, so our ``val_acc`` per epoch is the quantity
+the study published as ``accuracy``. For each architecture × dataset:
+
+* **last-epoch accuracy** (the study's tables), mean ± sample SD (n), at the last epoch all our trials of the cell
+  reached, against the study's at that same epoch: a partial run (fewer epochs or seeds) compares what exists;
+* **best-epoch accuracy**: each run's maximum over those epochs;
+* **epochs to the target** (median; runs that never reach it count as not yet, which is the Kaplan–Meier median
+  here because every run on both sides is censored at the same epoch);
+* **time per epoch relative to convnet** (ours: training + evaluation seconds; the study's: elapsed time / epochs,
+  which is training + evaluation too, on its GPU);
+* **verdict**: a two-sample comparison of the last-epoch accuracy with both numbers of runs (Student's t with the
+  pooled variance, exact under "same distribution"; with 1 run of ours it is the prediction test, where a new run
+  of the study would fall). p ≥ 0.05 reads "within the published spread"; otherwise the section says how far
+  outside, in points and in the study's SDs.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "seed_results.csv"
+ALPHA = 0.05
+BASELINE = "convnet"
+STUDY_TARGETS = {"mnist": 0.98, "fashion_mnist": 0.85}
+KEY = "study"  # the section's key in the report
+TITLE = "Reproduction of the reference study"
+LEAD = ("Trials run with the study's protocol (training.protocol: study) beside the study's published runs. "
+        "Accuracy is on the study's evaluation split after each epoch (its 5,000-image half of the official test "
+        "set), compared at the last epoch every one of our trials of the cell reached. Verdict: two-sample Student t-test "
+        "(pooled variance) on last-epoch accuracy, with both numbers of runs (one run of ours: where a new run of the "
+        "study would fall); p ≥ 0.05 reads as within the published spread. Time per epoch is relative to convnet on each side "
+        "(ours: training + evaluation seconds on our hardware; the study's: elapsed seconds per epoch on its GPU).")
+
+
+def reference(path: str | Path = REFERENCE_CSV) -> pd.DataFrame:
+    """The study's per-epoch rows: architecture, dataset, run, epoch, accuracy, correct, loss, elapsed_s, ..."""
+    return pd.read_csv(path)
+
+
+@dataclass
+class Comparison:
+    """Two-sample comparison of our runs with the study's."""
+
+    diff: float  # ours - study (fraction)
+    in_sds: float  # diff in the study's SDs
+    p: float
+    test: str  # "Welch" or "prediction"
+    n_ours: int
+    n_study: int
+
+    @property
+    def within(self) -> bool:
+        return not (self.p < ALPHA)
+
+    def verdict(self) -> str:
+        n = f"n = {self.n_ours} vs {self.n_study}"
+        if math.isnan(self.p):
+            return f"not comparable ({n})"
+        if self.within:
+            return f"within the published spread ({self.test} p = {self.p:.2f}, {n})"
+        side = "above" if self.diff > 0 else "below"
+        sds = f", {abs(self.in_sds):.1f} study SDs" if math.isfinite(self.in_sds) else ""
+        return f"outside: {abs(self.diff) * 100:.2f} pts {side}{sds} ({self.test} p = {self.p:.2g}, {n})"
+
+
+def compare(ours, study) -> Comparison:
+    """Student's two-sample t-test with the pooled variance, of our last-epoch accuracies against the study's.
+
+    The hypothesis under test is "a faithful reproduction": the same distribution on both sides, equal variances
+    included, so the pooled test is exact at every n; Welch's is not (it calls about 10 % of true reproductions
+    "outside" with 2 runs against 10, see the tests). With one run of ours it is the prediction test: t on n − 1 df
+    of (x − mean) / (SD·√(1 + 1/n)), where a new run of the study would fall."""
+    x = np.asarray(pd.Series(ours, dtype=float).dropna())
+    y = np.asarray(pd.Series(study, dtype=float).dropna())
+    m, n = len(x), len(y)
+    if m == 0 or n < 2:
+        return Comparison(float("nan"), float("nan"), float("nan"), "none", m, n)
+    diff = float(x.mean() - y.mean())
+    sd_y = float(y.std(ddof=1))
+    in_sds = diff / sd_y if sd_y > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
+    ss = float(((y - y.mean()) ** 2).sum() + ((x - x.mean()) ** 2).sum())
+    df = m + n - 2
+    pooled_sd = math.sqrt(ss / df)
+    if pooled_sd == 0:
+        p = 1.0 if diff == 0 else 0.0
+    else:
+        t = diff / (pooled_sd * math.sqrt(1 / m + 1 / n))
+        p = float(2 * sps.t.sf(abs(t), df))
+    return Comparison(diff, in_sds, p, "prediction t" if m == 1 else "t", m, n)
+
+
+def study_trial_ids(results) -> set[str]:
+    """Trials trained with ``protocol: study``: finished ones from their config, running or pending ones from the
+    search spaces kept in the store."""
+    ids = {row.trial_id for row in results.trials.itertuples()
+           if isinstance(row.training, dict) and row.training.get("protocol") == "study"}
+    from harness.errors import UserError
+    from harness.space import parse_space
+
+    for name, text in results.spaces.items():
+        try:
+            trials = parse_space(text, source=name).trials()
+        except UserError:
+            continue
+        ids |= {i for t in trials if t.training.get("protocol") == "study" for i in t.ids.values()}
+    return ids
+
+
+def _first_reach(curve: pd.Series, target: float | None) -> float:
+    """The first epoch whose accuracy reaches ``target`` (inf if none; nan without a target)."""
+    if target is None:
+        return float("nan")
+    hit = curve[curve >= target]
+    return float(hit.index.min()) if len(hit) else math.inf
+
+
+def _median_epochs(values: list[float], upto: int) -> str:
+    """Median first epoch at the target; runs that never reach it by ``upto`` sort last (as inf), which is the
+    Kaplan–Meier median when every run is censored at the same epoch."""
+    v = np.sort(np.asarray(values, dtype=float))
+    if not len(v) or np.isnan(v).all():
+        return "–"
+    med = float(np.median(v))
+    reached = int(np.isfinite(v).sum())
+    shown = f"{med:g}" if math.isfinite(med) else f"> {upto}"
+    return f"{shown} ({reached}/{len(v)} reached)"
+
+
+def _runs(frame: pd.DataFrame, run: str, acc: str, upto: int) -> dict:
+    """Per run: the accuracy curve up to epoch ``upto``."""
+    frame = frame[frame["epoch"] <= upto]
+    return {k: g.set_index("epoch")[acc].sort_index() for k, g in frame.groupby(run)}
+
+
+def _fmt(values) -> str:
+    v = pd.Series(values, dtype=float).dropna()
+    if v.empty:
+        return "–"
+    sd = f" ± {v.std(ddof=1) * 100:.2f}" if len(v) > 1 else ""
+    return f"{v.mean() * 100:.2f}{sd} (n={len(v)})"
+
+
+@dataclass
+class Section:
+    key: str = KEY
+    title: str = TITLE
+    lead: str = LEAD
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # raw values, written as CSV
+    display: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+    figures: list[tuple[str, str, bytes]] = field(default_factory=list)  # (file stem, caption, PNG)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def full_lead(self) -> str:
+        return " ".join([self.lead, *(f"Note: {n}." for n in self.notes)])
+
+
+def comparison_table(epochs: pd.DataFrame, ref: pd.DataFrame, targets: dict[str, float] | None = None,
+                     baseline: str = BASELINE) -> pd.DataFrame:
+    """One raw row per architecture × dataset that both sides have: ours beside the study's (see module doc)."""
+    targets = {**STUDY_TARGETS, **(targets or {})}
+    rows = []
+    for (dataset, arch), ours in epochs.groupby(["dataset", "architecture"]):
+        study = ref[(ref["dataset"] == dataset) & (ref["architecture"] == arch)]
+        if study.empty:
+            continue
+        upto = int(min(ours.groupby("trial_id")["epoch"].max().min(), study["epoch"].max()))
+        o = _runs(ours, "trial_id", "val_acc", upto)
+        s = _runs(study, "run", "accuracy", upto)
+        o_last = [c.iloc[-1] for c in o.values() if len(c) and c.index[-1] == upto]
+        s_last = [c.loc[upto] for c in s.values() if upto in c.index]
+        o_best = [c.max() for c in o.values()]
+        s_best = [c.max() for c in s.values()]
+        target = targets.get(dataset)
+        cmp = compare(o_last, s_last)
+        ours_upto = ours[ours["epoch"] <= upto]
+        rows.append({
+            "dataset": dataset, "architecture": arch, "epoch": upto, "study_epochs": int(study["epoch"].max()),
+            "ours_last_mean": np.mean(o_last) if o_last else np.nan,
+            "ours_last_sd": np.std(o_last, ddof=1) if len(o_last) > 1 else np.nan, "ours_n": len(o_last),
+            "study_last_mean": np.mean(s_last), "study_last_sd": np.std(s_last, ddof=1) if len(s_last) > 1 else np.nan,
+            "study_n": len(s_last),
+            "ours_best_mean": np.mean(o_best), "study_best_mean": np.mean(s_best),
+            "ours_last": _fmt(o_last), "study_last": _fmt(s_last), "ours_best": _fmt(o_best), "study_best": _fmt(s_best),
+            "target": target,
+            "ours_epochs_to_target": _median_epochs([_first_reach(c, target) for c in o.values()], upto) if target else "–",
+            "study_epochs_to_target": _median_epochs([_first_reach(c, target) for c in s.values()], upto) if target else "–",
+            "ours_s_per_epoch": float((ours_upto["train_time_s"] + ours_upto["eval_time_s"]).median()),
+            "study_s_per_epoch": float((study.groupby("run")["elapsed_s"].max() / study.groupby("run")["epoch"].max()).median()),
+            "ours_minus_study": cmp.diff, "in_study_sds": cmp.in_sds, "p": cmp.p, "test": cmp.test,
+            "within": cmp.within, "verdict": cmp.verdict(),
+        })
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    for side in ("ours", "study"):
+        base = table[table["architecture"] == baseline].set_index("dataset")[f"{side}_s_per_epoch"]
+        table[f"{side}_time_vs_{baseline}"] = table[f"{side}_s_per_epoch"] / table["dataset"].map(base)
+    return table
+
+
+def display_table(table: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
+    if table.empty:
+        return table
+    ratio = lambda v: "–" if pd.isna(v) else f"{v:.2f}×"  # noqa: E731
+    return pd.DataFrame({
+        "dataset": table["dataset"], "architecture": table["architecture"],
+        "epoch": [f"{e} of {s}" for e, s in zip(table["epoch"], table["study_epochs"])],
+        "last-epoch acc. %, ours": table["ours_last"], "study": table["study_last"],
+        "best-epoch acc. %, ours": table["ours_best"], "study ": table["study_best"],
+        "epochs to target, ours": table["ours_epochs_to_target"], "study  ": table["study_epochs_to_target"],
+        f"time/epoch vs {baseline}, ours": table[f"ours_time_vs_{baseline}"].map(ratio),
+        "study   ": table[f"study_time_vs_{baseline}"].map(ratio),
+        "verdict": table["verdict"],
+    })
+
+
+def curves_figure(epochs: pd.DataFrame, ref: pd.DataFrame) -> bytes:
+    """Per dataset, our mean per-epoch accuracy with a ±1 SD band (solid) over the study's (dashed, lighter band)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    datasets = sorted(d for d in epochs["dataset"].unique() if d in set(ref["dataset"]))
+    fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(6.2 * max(len(datasets), 1), 4.2), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, dataset in zip(axes[0], datasets):
+        archs = sorted(set(epochs.loc[epochs["dataset"] == dataset, "architecture"]),
+                       key=lambda a: (a != BASELINE, a))
+        for i, arch in enumerate(archs):
+            colour = colours[i % len(colours)]
+            for frame, acc, style, alpha, label in (
+                    (ref[(ref["dataset"] == dataset) & (ref["architecture"] == arch)], "accuracy", "--", 0.10, "study"),
+                    (epochs[(epochs["dataset"] == dataset) & (epochs["architecture"] == arch)], "val_acc", "-", 0.25, "ours")):
+                if frame.empty:
+                    continue
+                g = frame.groupby("epoch")[acc]
+                mean, sd = g.mean() * 100, g.std(ddof=1).fillna(0) * 100
+                ax.plot(mean.index, mean.values, style, color=colour, label=f"{arch} ({label}, n={frame.groupby('epoch').size().max()})")
+                ax.fill_between(mean.index, (mean - sd).values, (mean + sd).values, color=colour, alpha=alpha, lw=0)
+        ours_max = epochs.loc[epochs["dataset"] == dataset, "epoch"].max()
+        lo = np.nanpercentile(ref.loc[ref["dataset"] == dataset, "accuracy"] * 100, 2)
+        ax.set_ylim(max(lo, 0), 100)
+        ax.set_xlim(0.5, max(ours_max, 2) + 0.5)
+        ax.set_title(f"{dataset}: accuracy per epoch on the study's evaluation split")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_ylabel("accuracy (%), mean ± 1 SD")
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def section(results, targets: dict[str, float] | None = None, baseline: str = BASELINE,
+            ref: pd.DataFrame | None = None) -> Section | None:
+    """The Reproduction section, or None when the store holds no trial of the study's protocol."""
+    ids = study_trial_ids(results)
+    epochs = results.epochs[results.epochs["trial_id"].isin(ids)]
+    if epochs.empty:
+        return None
+    ref = reference() if ref is None else ref
+    table = comparison_table(epochs, ref, targets, baseline)
+    out = Section()
+    if table.empty:
+        out.notes.append("the study's protocol was run, but on no architecture × dataset the study published")
+        return out
+    out.tables["study_comparison"] = table
+    out.display.append(("", display_table(table, baseline)))
+    out.figures.append(("study_curves", "Our per-epoch accuracy (solid, mean ± 1 SD band) over the study's published "
+                        "runs (dashed, lighter band), on the study's evaluation split.", curves_figure(epochs, ref)))
+    partial = table[table["epoch"] < table["study_epochs"]]
+    if len(partial):
+        out.notes.append(f"partial run: {len(partial)} cell(s) compared at an earlier epoch than the study's last "
+                         "(the study's accuracy is taken at the same epoch)")
+    outside = table[~table["within"].astype(bool)]
+    out.notes.append(f"{len(table) - len(outside)} of {len(table)} cells within the published spread"
+                     + (f"; outside: {', '.join(f'{r.architecture}/{r.dataset}' for r in outside.itertuples())}"
+                        if len(outside) else ""))
+    return out
