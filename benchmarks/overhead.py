@@ -39,7 +39,7 @@ from harness.space import SearchSpace  # noqa: E402
 from harness.train import Trainer, load_splits, pick_device  # noqa: E402
 
 
-def plain_loop(trials: list[dict], data_dir: Path, threads: int) -> list[float]:
+def plain_loop(trials: list, data_dir: Path, threads: int) -> list[float]:
     """The trials one after another in this process; returns each trial's training + evaluation seconds."""
     torch.set_num_threads(threads)
     device = pick_device()
@@ -64,6 +64,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="CPUs per trial = torch threads, both sides")
     p.add_argument("--wandb", choices=["offline", "disabled"], default="offline",
                    help="the harness side's W&B mode (offline: as `python run_benchmark.py` runs by default)")
+    p.add_argument("--stack", type=int, default=1,
+                   help="the harness side stacks this many seeds per Tune trial (Training.stack; the plain side "
+                        "trains seeds one by one)")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $STBENCH_DATA_DIR or ./datasets)")
     args = p.parse_args(argv)
 
@@ -73,14 +76,15 @@ def main(argv=None) -> int:
     space = SearchSpace.model_validate({
         "name": "overhead", "architectures": archs, "datasets": {"mnist": {}},
         "training": {"epochs": args.epochs, "batch_size": 64, "lr": 0.01, "momentum": 0.5, "seeds": seeds,
-                     "val_size": 5000, "train_limit": args.train_limit, "test_limit": 10000},
+                     "val_size": 5000, "train_limit": args.train_limit, "test_limit": 10000, "stack": args.stack},
         "resources": {"cpu": args.threads, "gpu": gpu}, "wandb": {"mode": args.wandb},
     })
-    trials = sorted(space.trials(), key=lambda t: (t["seed"], archs.index(t["architecture"])))  # the whole grid
+    trials = sorted(space.trials(), key=lambda t: (t.seed, archs.index(t.architecture)))  # the whole grid, unstacked
     data_dir = resolve_data_dir(args.data_dir)
     print(f"stbench overhead: {len(trials)} trials ({', '.join(archs)}; {args.epochs} epochs of {args.train_limit} "
           f"images, validation 5000, test 10000), {args.repeats} repeats per side, {args.threads} CPU / torch "
-          f"thread(s) per trial, one trial at a time, device {pick_device()}, {os.cpu_count()} CPUs, harness W&B {args.wandb}")
+          f"thread(s) per trial, one trial at a time, device {pick_device()}, {os.cpu_count()} CPUs, harness W&B {args.wandb}"
+          + (f", harness stacking {args.stack} seeds per Tune trial" if args.stack > 1 else ""))
 
     import ray
 

@@ -35,7 +35,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's harness, not an installed one
 
-import psutil  # noqa: E402  (a Ray dependency)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
@@ -45,8 +44,14 @@ from harness.data import DATASETS  # noqa: E402
 from harness.data.base import resolve_data_dir  # noqa: E402
 from harness.models import MODELS, build_model  # noqa: E402
 from harness.provenance import cpu_model  # noqa: E402
-from harness.space import SearchSpace  # noqa: E402
+from harness.stacked import DEFAULT_STACK, StackedTrainer  # noqa: E402
 from harness.train import Trainer  # noqa: E402
+from harness.trial import Trial  # noqa: E402
+
+try:
+    import psutil  # a Ray dependency; the GPU check may run where it is missing
+except ImportError:  # then the reference's CPU seconds leave out its DataLoader workers
+    psutil = None
 
 BATCH = 64
 LR, MOMENTUM = 0.01, 0.5  # the PyTorch MNIST / spatial-transformer tutorials
@@ -63,6 +68,21 @@ VARIANTS = {  # harness variants: Training switches on top of the defaults
 def workers_cpu(workers) -> float:
     """User + system CPU seconds of the DataLoader's worker processes so far."""
     return sum(sum(w.cpu_times()[:2]) for w in workers)
+
+
+# Training's defaults (harness/space.py), spelt out so that this script needs no pydantic (see gpu_check.py)
+TRAINING_DEFAULTS = {"stack": None, "epochs": 20, "batch_size": 64, "optimizer": "sgd", "lr": 0.01, "momentum": 0.0,
+                     "weight_decay": 0.0, "loc_lr": None, "loc_lr_mult": None, "val_size": 5000, "split_seed": 0,
+                     "train_limit": None, "test_limit": None, "precision": "fp32", "channels_last": False,
+                     "compile": False}
+
+
+def plain_trial(arch: str, dataset: str = "mnist", seed: int = 0, **training) -> Trial:
+    """A trial config as ``SearchSpace.trials()`` makes it (without the id), from Training's defaults."""
+    unknown = set(training) - set(TRAINING_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown training keys {sorted(unknown)}")
+    return Trial(architecture=arch, dataset=dataset, seeds=(seed,), training={**TRAINING_DEFAULTS, **training})
 
 
 # -- reference side --------------------------------------------------------------------------------
@@ -90,7 +110,7 @@ class ReferenceLoop:
         it = iter(self.loader)  # a new epoch: workers start, the sampler reshuffles
         for batch_idx, (data, target) in enumerate(it):
             if batch_idx == self.warmup:
-                workers = [psutil.Process(w.pid) for w in it._workers]
+                workers = [psutil.Process(w.pid) for w in it._workers] if psutil else []
                 t0, cpu0 = time.perf_counter(), time.process_time() + workers_cpu(workers)
             if batch_idx == self.warmup + self.batches:
                 break
@@ -109,24 +129,30 @@ class ReferenceLoop:
 
 # -- harness side ----------------------------------------------------------------------------------
 class HarnessLoop:
-    """``Trainer`` on resident tensors; each ``measure()`` trains one more epoch of ``images`` images."""
+    """``Trainer`` on resident tensors (``stack`` > 1: ``StackedTrainer``, seeds 0..stack-1 as one vmapped
+    model); each ``measure()`` trains one more epoch of ``images`` images (per seed)."""
 
-    def __init__(self, arch: str, splits, device: torch.device, images: int, repeats: int, switches: dict):
-        training = {"epochs": repeats + 1, "batch_size": BATCH, "lr": LR, "momentum": MOMENTUM,
-                    "val_size": len(splits.val_y), "train_limit": images, "test_limit": len(splits.test_y),
-                    **switches}
-        space = SearchSpace.model_validate({"name": "throughput", "architectures": [arch], "training": training,
-                                            "datasets": {"mnist": {}}})
-        self.trainer = Trainer(space.trials()[0], splits, device)
-        self.images = len(splits.train_y)
+    def __init__(self, arch: str, splits, device: torch.device, images: int, repeats: int, switches: dict,
+                 stack: int = 1):
+        trial = plain_trial(arch, epochs=repeats + 1, batch_size=BATCH, lr=LR, momentum=MOMENTUM,
+                            val_size=len(splits.val_y), train_limit=images, test_limit=len(splits.test_y),
+                            **switches)
+        self.trainer = Trainer(trial, splits, device) if stack == 1 else \
+            StackedTrainer(trial.with_seeds(range(stack)), splits, device)
+        self.images = len(splits.train_y) * stack
         self.epochs = self.trainer.run()
-        first = next(self.epochs)  # warm-up epoch (and, with compile, the compilation)
-        self.warmup_s = first["train_time_s"]
+        first = self._next()  # warm-up epoch (and, with compile, the compilation)
+        self.warmup_s = first["train_time_s"] * stack
+
+    def _next(self) -> dict:
+        metrics = next(self.epochs)
+        return metrics if "epoch" in metrics else metrics[0]  # a stack reports {seed: metrics}
 
     def measure(self) -> tuple[float, float]:
-        """(images per second, CPU seconds per 1000 images); validation is a single batch, so it barely counts."""
+        """(images per second, CPU seconds per 1000 images); validation is a single batch, so it barely counts.
+        A stacked seed's ``images_per_s`` is its images over its share of the stack's time: the stack's rate."""
         cpu0 = time.process_time()
-        metrics = next(self.epochs)
+        metrics = self._next()
         return metrics["images_per_s"], (time.process_time() - cpu0) / self.images * 1000
 
 
@@ -135,12 +161,13 @@ def harness_splits(data_dir: Path, images: int, device: torch.device):
     return DATASETS["mnist"].load(data_dir, val_size=BATCH, train_limit=images, test_limit=BATCH).to(device)
 
 
-def _trial_worker(conn, arch, data_dir, device, images, repeats, switches, threads) -> None:
+def _trial_worker(conn, arch, data_dir, device, images, repeats, switches, threads, stack) -> None:
     """One concurrent harness trial in a process of its own, as Ray runs trials: ``threads`` torch threads,
     its own copy of the data; trains one epoch per message and answers with ``HarnessLoop.measure()``."""
     torch.set_num_threads(threads)
     device = torch.device(device)
-    loop = HarnessLoop(arch, harness_splits(Path(data_dir), images, device), device, images, repeats, switches)
+    warnings.filterwarnings("ignore", message="There is a performance drop")  # affine_grid under vmap
+    loop = HarnessLoop(arch, harness_splits(Path(data_dir), images, device), device, images, repeats, switches, stack)
     conn.send(loop.warmup_s)
     while conn.recv():
         conn.send(loop.measure())
@@ -150,18 +177,18 @@ class ConcurrentHarness:
     """``trials`` harness trials training at the same time, each in its own process with ``threads`` torch
     threads: how the harness fills a machine. ``measure()`` gives their summed images per second."""
 
-    def __init__(self, trials: int, threads: int, arch, data_dir, device, images, repeats, switches):
+    def __init__(self, trials: int, threads: int, arch, data_dir, device, images, repeats, switches, stack=1):
         ctx = multiprocessing.get_context("spawn")
         self.conns, self.procs = [], []
         for _ in range(trials):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_trial_worker, daemon=True, args=(
-                child, arch, str(data_dir), str(device), images, repeats, switches, threads))
+                child, arch, str(data_dir), str(device), images, repeats, switches, threads, stack))
             proc.start()
             self.conns.append(parent)
             self.procs.append(proc)
         self.warmup_s = max(c.recv() for c in self.conns)
-        self.images = images
+        self.images = images * stack
 
     def measure(self) -> tuple[float, float]:
         for c in self.conns:  # all start together
@@ -191,6 +218,9 @@ def main(argv=None) -> int:
                    help=f"comma-separated, of {', '.join(MODELS)} (default: the reference study's four)")
     p.add_argument("--variants", default="default",
                    help=f"harness variants, comma-separated, each one of {', '.join(VARIANTS)} or several joined by +")
+    p.add_argument("--stack", default=None,
+                   help="also measure seed-stacked trials: comma-separated seeds per stack (default: the device's "
+                        f"default stack {DEFAULT_STACK}, at least 2; 1 = off), alone and filling the machine")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $STBENCH_DATA_DIR or ./datasets)")
     p.add_argument("--json", type=Path, help="also write the raw measurements here")
@@ -213,15 +243,27 @@ def main(argv=None) -> int:
     if trials < 1:
         p.error(f"--trials: must be at least 1, got {trials}")
     trial_threads = max(1, args.threads // trials)  # each concurrent trial's share
+    try:
+        stacks = [int(k) for k in (args.stack or str(max(2, DEFAULT_STACK.get(device.type, 1)))).split(",")]
+    except ValueError:
+        p.error(f"--stack: comma-separated whole numbers >= 1, got {args.stack!r}")
+    if min(stacks) < 1:
+        p.error(f"--stack: each must be at least 1, got {args.stack!r}")
+    stacks = [k for k in stacks if k > 1]
     data_dir = resolve_data_dir(args.data_dir)
     DATASETS["mnist"].prepare(data_dir, download=False)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="This DataLoader will create")  # 4 workers on a 2-core machine
+    warnings.filterwarnings("ignore", message="There is a performance drop")  # affine_grid under vmap (stacked)
 
-    # rows: (label, variant, concurrent trials); one trial gets every thread, `trials` trials share them
-    rows = [("harness" if v == "default" else "+" + v, v, 1) for v in variants]
-    if trials > 1:
-        rows += [(f"{label}, {trials} trials", v, trials) for label, v, _ in rows]
+    # rows: (label, variant, concurrent trials, seeds per trial); one trial gets every thread, `trials` share them
+    def label(v: str, n: int, k: int) -> str:
+        return ("harness" if v == "default" else "+" + v) + (f", {n} trials" if n > 1 else "") + \
+            (f", stacked {k}" if k > 1 else "")
+
+    shapes = [(n, k) for n in sorted({1, trials}) for k in [1, *stacks]]
+    rows = [(label(v, n, k), v, n, k) for n, k in shapes for v in variants
+            if k == 1 or not {"compile", "channels_last"} & set(switches[v])]  # neither works under vmap
     print(f"stbench throughput: {images} images per repeat, {args.repeats} repeats (median), warm-up excluded, "
           f"batch {BATCH}, SGD lr {LR} momentum {MOMENTUM}")
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_model()}, "
@@ -232,13 +274,14 @@ def main(argv=None) -> int:
     splits = harness_splits(data_dir, images, device)
 
     t_start = time.perf_counter()
-    results = {a: {"reference": [], **{label: [] for label, _, _ in rows}} for a in archs}
+    results = {a: {"reference": [], **{label: [] for label, *_ in rows}} for a in archs}
     warmups = {}
     for arch in archs:
         sides = {"reference": ReferenceLoop(arch, data_dir, device, images, args.warmup_batches)}
-        for label, v, k in rows:
-            sides[label] = (HarnessLoop(arch, splits, device, images, args.repeats, switches[v]) if k == 1 else
-                            ConcurrentHarness(k, trial_threads, arch, data_dir, device, images, args.repeats, switches[v]))
+        for label, v, n, k in rows:
+            sides[label] = (HarnessLoop(arch, splits, device, images, args.repeats, switches[v], k) if n == 1 else
+                            ConcurrentHarness(n, trial_threads, arch, data_dir, device, images, args.repeats,
+                                              switches[v], k))
         warmups[arch] = {label: loop.warmup_s for label, loop in sides.items() if label != "reference"}
         order = list(sides.items())
         for r in range(args.repeats):  # interleaved, alternating which side goes first
@@ -256,7 +299,7 @@ def main(argv=None) -> int:
     print(f"\n{header}\n{'-' * len(header)}")
     for a in archs:
         print(f"{a:<12} {'reference':<{w}} {speed[a]['reference']:>8,.0f} {'':>6} {'':>10} {cpu[a]['reference']:>13.3f}")
-        for label, _, _ in rows:
+        for label, *_ in rows:
             paired = [h[0] / r[0] for h, r in zip(results[a][label], results[a]["reference"])]
             print(f"{'':<12} {label:<{w}} {speed[a][label]:>8,.0f}"
                   f" {speed[a][label] / speed[a]['reference']:>5.2f}x {min(paired):>4.2f}-{max(paired):.2f}"
@@ -264,15 +307,16 @@ def main(argv=None) -> int:
     print(f"\nratio = harness / reference, medians; paired = range of the per-repeat ratios. CPU s/1k img = CPU\n"
           f"seconds per 1000 images, the reference's DataLoader workers included; its ratio is reference / harness.\n"
           f"'+x' rows: the harness with switch x on; 'N trials' rows: N harness trials training at once in\n"
-          f"processes of their own (how a benchmark run fills the machine), img/s summed over them.\n"
+          f"processes of their own (how a benchmark run fills the machine), img/s summed over them; 'stacked K':\n"
+          f"each trial trains K seeds as one vmapped model (harness/stacked.py), img/s summed over its seeds.\n"
           f"Load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; {time.perf_counter() - t_start:.0f} s.")
     goal = 20 if device.type == "cuda" else 3
-    for label, _, _ in rows:
+    for label, *_ in rows:
         met = [a for a in archs if speed[a][label] / speed[a]["reference"] >= goal]
         print(f"goal (issue 9) >= {goal}x img/s on {device.type}, {label}: met for {len(met)} of {len(archs)} architectures")
     if any(v != "default" for v in variants):
-        for label, v, k in rows:
-            extra = [warmups[a][label] - images / speed[a][label] * k for a in archs]
+        for label, v, n, k in rows:
+            extra = [warmups[a][label] - images * k / speed[a][label] * n for a in archs]
             print(f"warm-up epoch beyond a steady one, {label}: " + ", ".join(f"{a} {e:.1f} s" for a, e in zip(archs, extra)))
     if args.json:
         args.json.write_text(json.dumps({"images": images, "repeats": args.repeats, "threads": args.threads,

@@ -86,6 +86,9 @@ class Training(BaseModel):
         if self.loc_lr is not None and self.loc_lr_mult is not None:
             raise ValueError("give loc_lr or loc_lr_mult, not both")
         check_seeds(self.seeds)
+        if (self.stack or 1) > 1 and (self.compile or self.channels_last):
+            raise ValueError(f"stack: {self.stack} cannot be combined with compile or channels_last (neither works "
+                             "under vmap); set stack: 1 or turn the switch off")
         return self
 
     def seed_list(self) -> list[int]:
@@ -258,11 +261,15 @@ class SearchSpace(BaseModel):
 
     def stack_sizes(self, device: str) -> dict[str, int]:
         """Seeds per Tune trial for each dataset: ``stack`` where the space sets it, else the device's default."""
-        return {d: self.training_for(d).stack or DEFAULT_STACK[device] for d in self.datasets}
+        def size(t: Training) -> int:  # compile and channels_last do not work under vmap: never stacked
+            return t.stack or (1 if t.compile or t.channels_last else DEFAULT_STACK[device])
+
+        return {d: size(self.training_for(d)) for d in self.datasets}
 
 
-# Seeds stacked into one vmapped trial when the space does not say (``Training.stack``), per device kind.
-DEFAULT_STACK = {"cpu": 1, "cuda": 1}
+# Seeds stacked into one vmapped trial when the space does not say (``Training.stack``), per device kind:
+# measured and set in harness/stacked.py, which the GPU check imports without pydantic.
+from .stacked import DEFAULT_STACK  # noqa: E402
 
 
 def resolve_space_path(space: str | Path | None) -> Path:

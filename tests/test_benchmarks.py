@@ -26,7 +26,8 @@ def test_throughput_defaults_to_the_reference_studys_four_architectures(mnist_ro
 def test_throughput_measures_concurrent_trials_and_switches(mnist_root):
     out = run_script("throughput.py", mnist_root, "--images", "128", "--repeats", "1", "--warmup-batches", "1",
                      "--architectures", "stnet", "--trials", "2", "--variants", "default,channels_last")
-    for label in ("harness", "+channels_last", "harness, 2 trials", "+channels_last, 2 trials"):
+    for label in ("harness", "+channels_last", "harness, 2 trials", "+channels_last, 2 trials", "harness, stacked 2",
+                  "harness, 2 trials, stacked 2"):
         assert re.search(rf"^\s+{re.escape(label)}\s+[\d,]+\s+[\d.]+x ", out, re.M), label  # img/s and ratio
 
 
@@ -41,3 +42,13 @@ def test_overhead_prints_the_ratio_and_rays_start_up_apart(mnist_root):
                      "--epochs", "1", "--repeats", "1")
     assert "<- harness / plain wall time" in out
     assert "Ray start-up (ray.init)" in out
+
+
+def test_gpu_check_runs_on_a_cpu_in_its_quick_mode(mnist_root):
+    """The GPU check cannot run here on a GPU; its quick mode on the CPU proves the script and its table."""
+    out = run_script("gpu_check.py", mnist_root, "--data-dir", str(mnist_root), "--device", "cpu", "--quick",
+                     "--no-compile", "--trials", "1", "--stack", "2", "--architectures", "stnet", "--images", "128")
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    assert table[0].startswith("| architecture | reference img/s | 1 trial img/s | stacked 2 img/s")
+    assert table[2].startswith("| stnet | ") and "(stack 2)" in table[2] and table[-1].startswith("| **study**")
+    assert "Best projection:" in out and "QUICK smoke run" in out
