@@ -145,8 +145,9 @@ class WandbCallback(tune.Callback):
             env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX) and k not in NOT_FORWARDED}
             env.setdefault("WANDB_SILENT", "true")  # its console lines would reach the driver's output
             here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-            self.writer = ray.remote(num_cpus=0, max_restarts=0, scheduling_strategy=here,
-                                     runtime_env={"env_vars": env})(RunWriter).remote()
+            # The W&B settings travel as an argument, not a runtime_env: a worker of another runtime env could
+            # not come from Ray's pool of idle workers, and starting one costs seconds of CPU on a small machine.
+            self.writer = ray.remote(num_cpus=0, max_restarts=0, scheduling_strategy=here)(RunWriter).remote(env)
         return self.writer
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -206,8 +207,10 @@ class RunWriter:
     W&B problem is reported once by the driver instead of as a traceback from an actor. After a run fails
     to start, later runs are not attempted (an unreachable server would cost ``init_timeout`` each)."""
 
-    def __init__(self):
+    def __init__(self, env: dict[str, str]):
         import logging
+
+        os.environ.update(env)  # before wandb is imported: it reads its settings from the environment
 
         logging.getLogger("wandb").setLevel(logging.ERROR)
         self.runs: dict = {}

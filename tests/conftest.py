@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import struct
 import signal
 import subprocess
 import sys
@@ -16,13 +17,23 @@ import psutil
 import pytest
 import yaml
 
-from harness.data.idx import write_idx
+from harness.data.idx import UBYTE_TYPE
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # tests start their own clusters; see shared/notes/ray-facts.md
+
+
+def write_idx(path: Path, array) -> None:
+    """Write a uint8 array as an IDX file, the format of MNIST's raw files (Fashion-MNIST is not available offline)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(struct.pack(">HBB", 0, UBYTE_TYPE, array.ndim))
+        f.write(struct.pack(f">{array.ndim}I", *array.shape))
+        f.write(array.tobytes())
 
 
 def write_fake_mnist(root: Path, folder: str = "MNIST", n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:

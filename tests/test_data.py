@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from harness.data import DATASETS, resolve_data_dir, validation_split
-from harness.data.idx import write_idx
+from conftest import write_idx
 from harness.errors import UserError
 
 

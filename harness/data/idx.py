@@ -41,15 +41,3 @@ def check_idx(path: Path, ndim: int, count: int | None = None, shape: tuple[int,
     if actual != n_bytes:
         raise UserError(f"dataset file {path} is {actual} bytes, expected {n_bytes}: truncated or corrupt; delete it and download again")
     return sizes[0]
-
-
-def write_idx(path: Path, array) -> None:
-    """Write a uint8 array as an IDX file (used by tests and fixtures)."""
-    import numpy as np
-
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(struct.pack(">HBB", 0, UBYTE_TYPE, array.ndim))
-        f.write(struct.pack(f">{array.ndim}I", *array.shape))
-        f.write(array.tobytes())

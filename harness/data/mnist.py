@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision
 
 from ..errors import UserError
 from ..tasks import CLASSIFICATION
@@ -42,7 +41,7 @@ class IDXImageDataset:
     """A 28×28 grey-scale, 10-class dataset in the MNIST IDX layout."""
 
     name: str
-    torchvision_class: type
+    folder: str  # torchvision's class (and folder) name: MNIST, FashionMNIST
     mean: float
     std: float
     convergence_target: float | None = None
@@ -53,8 +52,15 @@ class IDXImageDataset:
     in_shape = (1, 28, 28)
     num_classes = 10
 
+    @property
+    def torchvision_class(self) -> type:
+        """Imported when data is read: the driver and ``stbench plan`` need only the declarations."""
+        import torchvision
+
+        return getattr(torchvision.datasets, self.folder)
+
     def raw_dir(self, data_dir: Path) -> Path:
-        return Path(data_dir) / self.torchvision_class.__name__ / "raw"
+        return Path(data_dir) / self.folder / "raw"
 
     def _missing(self, data_dir: Path) -> list[str]:
         return [f for f in FILES if not (self.raw_dir(data_dir) / f).is_file()]
@@ -78,7 +84,7 @@ class IDXImageDataset:
             what = ("no IDX files" if len(missing) == len(FILES) else
                     f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
             raise UserError(f"{self.name}: {what} in {raw} ({reason}); copy them there or point --data-dir / "
-                            f"${DATA_DIR_ENV} at the folder holding {self.torchvision_class.__name__}/raw")
+                            f"${DATA_DIR_ENV} at the folder holding {self.folder}/raw")
         counts = {}
         for fname, ndim in FILES.items():
             counts[fname] = check_idx(raw / fname, ndim, shape=(28, 28) if ndim == 3 else ())
@@ -137,7 +143,7 @@ def normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
-MNIST = IDXImageDataset("mnist", torchvision.datasets.MNIST, mean=MNIST_MEAN, std=MNIST_STD,
+MNIST = IDXImageDataset("mnist", "MNIST", mean=MNIST_MEAN, std=MNIST_STD,
                         convergence_target=0.98)  # the study's CNNs end near 99 %
-FASHION_MNIST = IDXImageDataset("fashion_mnist", torchvision.datasets.FashionMNIST, mean=0.2860, std=0.3530,
+FASHION_MNIST = IDXImageDataset("fashion_mnist", "FashionMNIST", mean=0.2860, std=0.3530,
                                 convergence_target=0.85)  # the study's CNNs end near 90 %
