@@ -21,6 +21,7 @@ import torch
 from harness.data import DATA_DIR_ENV, DATASETS
 from harness.errors import UserError
 from harness.models import build_model
+from harness.trial import Trial
 
 from .load import Results
 
@@ -129,7 +130,7 @@ def inspect_checkpoints(results: Results, data_dir: str | Path, n_transform: int
                 continue
             try:
                 model, payload = load_checkpoint(path)
-                x, y = tests.get(dataset, payload["trial"]["training"])
+                x, y = tests.get(dataset, Trial.from_config(payload["trial"]).training)
             except Exception as e:  # a corrupt file or an architecture this code no longer builds: note it, go on
                 out.notes.append(f"{dataset}: checkpoint of {row.architecture}/seed {row.seed} ({path.name}) could not "
                                  f"be evaluated: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")

@@ -155,7 +155,8 @@ class Trial:
     def from_config(cls, config: dict) -> "Trial":
         """From ``config["trial"]`` (and, for a tuning trial, the learning rates Optuna sampled beside it)."""
         data = config["trial"] if "trial" in config else config
-        trial = cls(architecture=data["architecture"], dataset=data["dataset"], seeds=tuple(data["seeds"]),
+        seeds = tuple(data["seeds"]) if "seeds" in data else (data["seed"],)  # records written before stacking
+        trial = cls(architecture=data["architecture"], dataset=data["dataset"], seeds=seeds,
                     training=dict(data["training"]), model_options=dict(data.get("model_options") or {}),
                     stage=Stage(data.get("stage", "benchmark")), study=data.get("study"), tuned=data.get("tuned"))
         sampled = {k: config[k] for k in TUNED_KEYS if k in config and "trial" in config}
