@@ -102,7 +102,7 @@ def test_benchmark_spreads_over_a_multi_node_cluster(tmp_path, mnist_root):
         assert len(trials) == 6 and set(trials.status) == {"complete"} and verify(results)[0] == []
         assert trials.node_id.nunique() == 2  # the two worker nodes each ran trials (the head has no CPUs)
         runs = read_runs(results / "wandb")
-        assert sorted(r.config["trial"]["trial_id"] for r in runs) == sorted(trials.trial_id)
+        assert sorted(i for r in runs for i in r.config["trial"]["ids"].values()) == sorted(trials.trial_id)
         assert all(r.summary.get("test_acc") is not None for r in runs)
 
         # the other submission path: a Ray job, with the project shipped as its working directory

@@ -208,5 +208,5 @@ def test_switches_default_off_and_leave_trial_identity_alone():
     assert with_switches(trial, precision="bf16").trial_id != trial.trial_id
     assert with_switches(trial, channels_last=True).trial_id != trial.trial_id
     assert with_switches(trial, stack=4).trial_id == trial.trial_id  # how seeds are grouped is not identity
-    with pytest.raises(UserError, match="training.precision: Input should be"):
+    with pytest.raises(UserError, match="training.precision: 'fp16' is not allowed; allowed: fp32, bf16"):
         parse_space(space_yaml(FAST, training={"precision": "fp16"}))

@@ -66,7 +66,10 @@ def test_small_space_runs_end_to_end_with_shipped_defaults(name, tmp_path, mnist
     assert not problems, problems
     trials = ResultsStore(results).trials()
     bench = trials[trials.stage == "benchmark"]
-    assert len(bench) == len(space.trials()) and (bench.status == "complete").all(), bench[["trial_id", "status", "error"]]
+    # finished: a learning rate Optuna picked from the shipped range may make a one-epoch trial diverge, an end too
+    assert len(bench) == len(space.trials()) and bench.status.isin(["complete", "diverged"]).all(), \
+        bench[["trial_id", "status", "error"]]
+    assert (bench.status == "complete").any()
     runs = read_runs(results / "wandb")
     bench_runs = [r for r in runs if r.run is not None and "tune" not in list(r.run.tags)]
     assert len(bench_runs) == len(bench)  # one offline W&B run per benchmark trial
@@ -74,11 +77,13 @@ def test_small_space_runs_end_to_end_with_shipped_defaults(name, tmp_path, mnist
     if space.tune is not None:
         tune = trials[trials.stage == "tune"]
         assert len(tune) == 2 * len(space.tune.architectures) * len(space.datasets)
-        assert tune.status.isin(["complete", "stopped"]).all()
+        assert tune.status.isin(["complete", "stopped", "diverged"]).all(), tune[["trial_id", "status", "error"]]
         tune_runs = [r for r in runs if r.run is not None and "tune" in list(r.run.tags)]
         assert len(tune_runs) == len(tune)  # tuning trials log to W&B too, named and tagged by their study
         for r in tune_runs:
             tags = list(r.run.tags)
             assert any(t.startswith("study=") for t in tags) and r.run.display_name.startswith("tune-")
-        assert bench.lr_tuned.all() and bench.study.notna().all()
-        assert json.loads(bench.config_json.iloc[0])["tuned"]
+        tuned = bench[bench.architecture.isin(space.tune.architectures)]
+        assert len(tuned) and tuned.lr_tuned.all() and tuned.study.notna().all()
+        assert all(json.loads(c)["tuned"] for c in tuned.config_json)
+        assert not bench[~bench.index.isin(tuned.index)].lr_tuned.any()

@@ -116,7 +116,7 @@ def test_asha_stops_poor_trials_and_lr_with_loc_lr_mult_reach_the_benchmark(ray_
     assert main(argv) == 0
 
     space = parse_space(space_file.read_text())
-    study, _ = open_study(space, "stnet", "mnist", results)
+    study, _ = open_study(space, "stnet", "mnist", ResultsStore(results).optuna_url())
     assert all(set(t.params) == {"lr", "loc_lr_mult"} for t in study.trials)
     for t in study.trials:
         assert 1.0e-3 <= t.params["lr"] <= 0.3 and 0.01 <= t.params["loc_lr_mult"] <= 1.0
