@@ -65,7 +65,7 @@ class ProgressCallback(tune.Callback):
         left = self.total_trials - len(self.done) - len(self.running)
         text = (f"stbench: {self.label}: {len(self.done)}/{self.total_trials} trials done, {len(self.running)} running, "
                 f"{max(left, 0)} waiting; {epochs}/{self.total_epochs} epochs; {duration(now - self.started)} elapsed")
-        if epochs and self.first_result is not None and epochs < self.total_epochs:
+        if epochs and self.first_result is not None and epochs < self.total_epochs and left + len(self.running) > 0:
             rate = epochs / max(now - self.started, 1e-9)  # trial-epochs per second, start-up included
             text += f"; ETA {duration((self.total_epochs - epochs) / rate)}"
         return text
