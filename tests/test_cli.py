@@ -121,3 +121,17 @@ def test_run_records_overrides_and_plan_sees_the_store(mnist_root, tmp_path, cap
     assert stbench(["plan", *args[:-6], "--json", "--set", "training.epochs=2"]) == 0  # same cells, new identity
     plan = json.loads(capsys.readouterr().out)
     assert plan["counts"]["to run"] == 2 and "store" in plan["estimate_source"]
+
+
+def test_progress_line_counts_trials_and_epochs_and_stops_the_eta_when_all_ended():
+    import io
+
+    from harness.progress import ProgressCallback, duration
+
+    p = ProgressCallback("benchmark", total_trials=3, total_epochs=9, stream=io.StringIO())
+    p.first_result, p.epochs, p.done, p.running = p.started, {"a": 3, "b": 1}, {"a"}, {"b"}
+    line = p.line()
+    assert "1/3 trials done, 1 running, 1 waiting; 4/9 epochs" in line and "ETA" in line
+    p.done, p.running = {"a", "b", "c"}, set()  # e.g. ASHA stopped two of them early
+    assert "3/3 trials done" in p.line() and "ETA" not in p.line()
+    assert [duration(s) for s in (5, 75, 3725)] == ["5 s", "1 min 15 s", "1 h 02 min"]
