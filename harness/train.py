@@ -22,6 +22,7 @@ import math
 import random
 import tempfile
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -239,10 +240,19 @@ def model_spec(trial: Trial, splits) -> dict:
 
 def load_splits(trial: Trial, data_dir: str | Path) -> ImageSplits:
     t = trial.training
-    return DATASETS[trial.dataset].load(
-        Path(data_dir), val_size=t["val_size"], split_seed=t["split_seed"],
-        train_limit=t["train_limit"], test_limit=t["test_limit"],
-        **({"protocol": t["protocol"]} if t.get("protocol", "standard") != "standard" else {}),
+    protocol = t.get("protocol", "standard")
+    return _load_splits(trial.dataset, str(data_dir), t["val_size"], t["split_seed"], t["train_limit"],
+                        t["test_limit"], protocol)
+
+
+@lru_cache(maxsize=1)
+def _load_splits(dataset: str, data_dir: str, val_size: int, split_seed: int, train_limit, test_limit, protocol: str):
+    """The last splits loaded, kept: Tune reuses a trial's process for the next trial, which usually reads the same
+    splits (other seeds and architectures of the dataset), so only the first trial of a process pays the load.
+    Nothing writes into the tensors (the trainer builds new ones for every batch)."""
+    return DATASETS[dataset].load(
+        Path(data_dir), val_size=val_size, split_seed=split_seed, train_limit=train_limit, test_limit=test_limit,
+        **({"protocol": protocol} if protocol != "standard" else {}),
     )
 
 

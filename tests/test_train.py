@@ -77,3 +77,14 @@ def test_localization_network_gets_its_own_learning_rate(trials, splits, extra, 
     assert groups["main"]["lr"] == 0.05 and groups["localization"]["lr"] == pytest.approx(expected)
     assert {id(p) for p in groups["localization"]["params"]} == {id(p) for p in trainer.model.stn.parameters()}
     assert len(build_optimizer(Trainer(trials["convnet"], splits).model, trial.training).param_groups) == 1
+
+
+def test_a_reused_trial_process_loads_the_same_splits_once(mnist_root):
+    from harness.train import load_splits
+    from harness.trial import Trial
+
+    base = {"val_size": 100, "split_seed": 0, "train_limit": 200, "test_limit": 50}
+    a = load_splits(Trial("convnet", "mnist", (0,), training=base), mnist_root)
+    b = load_splits(Trial("stnet", "mnist", (3,), training=base), mnist_root)  # another cell, the same data
+    c = load_splits(Trial("convnet", "mnist", (0,), training={**base, "train_limit": 300}), mnist_root)
+    assert a is b and c is not a and len(c.train_y) == 300 and len(a.train_y) == 200
