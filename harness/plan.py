@@ -21,7 +21,7 @@ from .errors import UserError
 from .progress import duration
 from .provenance import cpu_model
 from .space import SearchSpace
-from .store import ResultsStore
+from .store import OPTUNA_FILE, ResultsStore
 from .trial import Status, Trial, group_seeds
 
 RAY_START_S = 5.0  # ray.init + shutdown, measured 4–7 s here (shared/notes/ray-facts.md)
@@ -88,7 +88,8 @@ class Plan:
 def make_plan(space: SearchSpace, *, select_by: dict, results_dir: Path, data_dir: Path, retry_errored: bool = False,
               max_concurrent: int | None = None, estimate: bool = True) -> Plan:
     trials = select(space.trials(_tuned_values(space, results_dir)), **select_by)
-    store_trials = _stored_trials(results_dir)
+    store = ResultsStore.check(results_dir, must_exist=True) if (Path(results_dir) / "store.json").is_file() else None
+    store_trials = store.trials() if store is not None else None  # read once: states here, epoch times below
     done = set(store_trials.loc[store_trials["status"].isin(done_statuses(retry_errored)), "trial_id"]) \
         if store_trials is not None else set()
     failed = set(store_trials.loc[store_trials["status"] == Status.ERROR.value, "trial_id"]) \
@@ -106,7 +107,7 @@ def make_plan(space: SearchSpace, *, select_by: dict, results_dir: Path, data_di
         return plan
     if space.tune is not None:
         plan.notes.append("the tuning stage runs first and is not included in the estimate")
-    per_epoch, plan.source = _epoch_seconds(space, pending, results_dir, data_dir, hardware, plan.notes)
+    per_epoch, plan.source = _epoch_seconds(space, pending, store, store_trials, data_dir, hardware, plan.notes)
     if per_epoch is None:
         return plan
     by_id = {p.trial_id: p for p in planned}
@@ -151,18 +152,11 @@ def _hardware(device: str) -> str:
     return f"CPU {cpu_model()}"
 
 
-def _stored_trials(results_dir: Path):
-    if not (Path(results_dir) / "store.json").is_file():
-        return None
-    store = ResultsStore.check(results_dir, must_exist=True)
-    return store.trials()
-
-
 def _tuned_values(space: SearchSpace, results_dir: Path) -> dict | None:
     """The tuned values of finished studies, read from the store's Optuna storage (never created here)."""
     if space.tune is None:
         return None
-    path = Path(results_dir) / "optuna" / "studies.db"
+    path = Path(results_dir) / OPTUNA_FILE
     if not path.is_file():
         return None
     import optuna
@@ -183,7 +177,7 @@ def _tuned_values(space: SearchSpace, results_dir: Path) -> dict | None:
     return out
 
 
-def _epoch_seconds(space, pending: list[Trial], results_dir, data_dir, hardware, notes):
+def _epoch_seconds(space, pending: list[Trial], store, store_trials, data_dir, hardware, notes):
     """(architecture, dataset) → seconds per epoch (training + evaluation), and where the figures came from."""
     sizes = {}
     for name in sorted({t.dataset for t in pending}):
@@ -195,7 +189,7 @@ def _epoch_seconds(space, pending: list[Trial], results_dir, data_dir, hardware,
             return None, ""
         fit = min(training.train_limit or n_train, n_train - training.val_size)
         sizes[name] = (fit, 2 * min(training.val_size, fit))  # validation + train-eval images per epoch
-    stored = _stored_rates(results_dir, hardware)
+    stored = _stored_rates(store, store_trials, hardware)
     out, calibrated = {}, []
     for t in {(t.architecture, t.dataset): t for t in pending}.values():
         fit, evaluated = sizes[t.dataset]
@@ -218,13 +212,12 @@ def _dataset(name):
     return DATASETS[name]
 
 
-def _stored_rates(results_dir, hardware: str) -> dict:
+def _stored_rates(store: ResultsStore | None, trials, hardware: str) -> dict:
     """(architecture, dataset, batch size) → (train seconds per image, evaluation seconds per image),
     medians over this hardware's stored epochs."""
-    if not (Path(results_dir) / "store.json").is_file():
+    if store is None:
         return {}
-    store = ResultsStore.check(results_dir, must_exist=True)
-    trials, epochs = store.trials(), store.epochs()
+    epochs = store.epochs()
     if trials.empty or epochs.empty:
         return {}
     trials = trials[trials["stage"] == "benchmark"].copy()
