@@ -70,7 +70,7 @@ def parser(prog: str = "run_benchmark.py") -> argparse.ArgumentParser:
     p.add_argument("--wandb-project", default=None, metavar="NAME",
                    help="W&B project (default: the space's, else $WANDB_PROJECT, else stbench)")
     p.add_argument("--wandb-entity", default=None, metavar="NAME", help="W&B entity (default: the space's, else $WANDB_ENTITY)")
-    p.add_argument("--verbose", action="store_true", help="Ray Tune's trial table as well as the progress line")
+    p.add_argument("--verbose", action="store_true", help="Ray Tune's trial table and the trial processes' output as well as the progress line")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 

@@ -108,7 +108,7 @@ def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Pat
     store = ResultsStore.check(results_dir)  # nothing is written until every check has passed
     preflight(space, trials, data_dir, download)
     check_local_gpus(space, address)
-    with ray_connection(address) if cluster_address(address) else nullcontext():  # an unreachable cluster is bad input too
+    with ray_connection(address, verbose) if cluster_address(address) else nullcontext():  # an unreachable cluster is bad input too
         store.create()
         with store.lock(), ExitStack() as stack:
             swept = store.sweep_partials()
@@ -157,7 +157,7 @@ class _Session:
                 "git_commit", "git_dirty", "python_version", "torch_version", "torchvision_version",
                 "ray_version", "optuna_version")}
             configure_tune_output()
-            self.stack.enter_context(ray_connection(self.address))
+            self.stack.enter_context(ray_connection(self.address, self.verbose))
 
     def callbacks(self, label: str, trials: int, epochs: int, job_type: str = "benchmark") -> list:
         from .callbacks import StoreCallback
@@ -279,9 +279,12 @@ def build_tuner(trainable, space: SearchSpace, *, param_space: dict, name: str, 
 
 
 @contextmanager
-def ray_connection(address: str | None):
+def ray_connection(address: str | None, verbose: int = 1):
     """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), or start a local Ray, for the block's duration.
 
+    Worker processes' output reaches this terminal only with ``--verbose``: otherwise it is Ray's own noise
+    (a reused trial process that gets SIGTERM while it exits prints a traceback) and stays in Ray's session
+    logs (``/tmp/ray/session_latest/logs``); trial errors reach the store and the summary either way.
     An already initialised Ray (a notebook, the tests) is used as it is and left running.
     """
     import ray
@@ -293,7 +296,8 @@ def ray_connection(address: str | None):
         return
     try:
         # No address: a fresh local Ray ("local"), never whatever cluster happens to run on this machine.
-        ray.init(address=target or "local", include_dashboard=False, configure_logging=False)
+        ray.init(address=target or "local", include_dashboard=False, configure_logging=False,
+                 log_to_driver=verbose >= 2)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         first = str(e).strip().splitlines()[0][:60] if str(e).strip() else type(e).__name__
         raise UserError(f"--address {target}: no Ray cluster answered ({first}); {START_ONE}") from None
