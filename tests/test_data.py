@@ -71,3 +71,29 @@ def test_images_and_labels_must_agree(fake_root):
     write_idx(fake_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte", np.zeros(7, dtype=np.uint8))
     with pytest.raises(UserError, match="disagree on the number of items"):
         DATASETS["mnist"].prepare(fake_root, download=False)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_our_idx_reader_gives_torchvisions_arrays_and_class_names(fake_root, name):
+    """Trials read the IDX files themselves (importing torchvision costs each trial process ~1 s of CPU);
+    the arrays and class names must be exactly what torchvision's dataset class gives."""
+    import torchvision
+
+    dataset = DATASETS[name]
+    for train in (True, False):
+        reference = dataset.torchvision_class(root=str(fake_root), train=train, download=False)
+        images, labels = dataset.read(fake_root, train=train)
+        assert images.dtype == torch.uint8 and labels.dtype == torch.int64
+        assert torch.equal(images, reference.data) and torch.equal(labels, reference.targets)
+    assert list(dataset.classes) == list(getattr(torchvision.datasets, dataset.folder).classes)
+
+
+def test_loading_mnist_does_not_import_torchvision(fake_root):
+    import subprocess
+    import sys
+
+    code = ("import sys; from harness.data import DATASETS; "
+            f"DATASETS['mnist'].load({str(fake_root)!r}, val_size=100, train_limit=300); "
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr

@@ -197,11 +197,11 @@ class DistortedMNIST:
     def _generate(self, data_dir: Path) -> dict:
         out = {}
         for split, train in (("train", True), ("test", False)):
-            ds = self.source.torchvision_class(root=str(data_dir), train=train, download=False)
+            images, labels = self.source.read(data_dir, train=train)
             g = torch.Generator().manual_seed(SPLIT_SEEDS[split])
-            out[f"{split}_x"] = distort(ds.data, self.kind, g)
-            out[f"{split}_y"] = ds.targets.long()
-            out["classes"] = list(ds.classes)
+            out[f"{split}_x"] = distort(images, self.kind, g)
+            out[f"{split}_y"] = labels
+            out["classes"] = list(self.source.classes)
         pixels = out["train_x"].float().div_(255.0)
         out["mean"], out["std"] = pixels.mean().item(), pixels.std().item()
         return out

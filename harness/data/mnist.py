@@ -1,9 +1,9 @@
-"""MNIST and Fashion-MNIST through torchvision's dataset classes.
+"""MNIST and Fashion-MNIST, in torchvision's layout.
 
 Files live where torchvision expects them (``<data_dir>/MNIST/raw``,
-``<data_dir>/FashionMNIST/raw``). They are checked, and downloaded when missing
+``<data_dir>/FashionMNIST/raw``). They are checked, and downloaded (through torchvision) when missing
 and allowed, by ``prepare`` in the driver before any trial starts; ``load``
-runs inside each trial and returns normalised tensors.
+runs inside each trial, reads them with ``idx.read_idx`` (no torchvision import) and returns normalised tensors.
 
 Two protocols (``Training.protocol``):
 
@@ -25,8 +25,9 @@ from ..errors import UserError
 from ..tasks import CLASSIFICATION
 from .base import DATA_DIR_ENV, ImageSplits, first, validation_split
 
+from .idx import check_idx, read_idx
+
 STUDY_SPLIT_SEED = 42  # the reference study's generator seed for halving the official test set
-from .idx import check_idx
 
 FILES = {
     "train-images-idx3-ubyte": 3,
@@ -44,6 +45,7 @@ class IDXImageDataset:
     folder: str  # torchvision's class (and folder) name: MNIST, FashionMNIST
     mean: float
     std: float
+    classes: tuple[str, ...]  # torchvision's class names for the dataset, as the report shows them
     convergence_target: float | None = None
     """Validation accuracy at which the report stops the convergence clock: one every architecture reaches well
     before its ceiling under the dataset's reference protocol, so it measures speed, not the final accuracy."""
@@ -92,6 +94,13 @@ class IDXImageDataset:
             if counts[f"{split}-images-idx3-ubyte"] != counts[f"{split}-labels-idx1-ubyte"]:
                 raise UserError(f"{self.name}: {raw}/{split}-images-idx3-ubyte and its labels file disagree on the number of items")
 
+    def read(self, data_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images uint8 (N, 28, 28), labels int64 (N,)) of the official training or test set."""
+        split = "train" if train else "t10k"
+        raw = self.raw_dir(data_dir)
+        return (read_idx(raw / f"{split}-images-idx3-ubyte", 3, shape=(28, 28)),
+                read_idx(raw / f"{split}-labels-idx1-ubyte", 1).long())
+
     def split_sizes(self, data_dir: Path) -> tuple[int, int]:
         """(official train size, official test size), read from the file headers."""
         raw = self.raw_dir(data_dir)
@@ -101,16 +110,15 @@ class IDXImageDataset:
              train_limit: int | None = None, test_limit: int | None = None,
              protocol: str = "standard") -> ImageSplits:
         """``study``: ``val_size`` and ``split_seed`` are not used; ``test_limit`` cuts each test half."""
-        train = self.torchvision_class(root=str(data_dir), train=True, download=False)
-        test = self.torchvision_class(root=str(data_dir), train=False, download=False)
+        train, test = self.read(data_dir, train=True), self.read(data_dir, train=False)
         if protocol == "study":
-            train_idx = torch.arange(len(train.targets))
-            val_idx, test_idx = study_test_halves(len(test.targets))
+            train_idx = torch.arange(len(train[1]))
+            val_idx, test_idx = study_test_halves(len(test[1]))
             val_src, test_src = test, test
             mean, std = MNIST_MEAN, MNIST_STD
         elif protocol == "standard":
-            train_idx, val_idx = validation_split(len(train.targets), val_size, split_seed)
-            test_idx = torch.arange(len(test.targets))
+            train_idx, val_idx = validation_split(len(train[1]), val_size, split_seed)
+            test_idx = torch.arange(len(test[1]))
             val_src, test_src = train, test
             mean, std = self.mean, self.std
         else:
@@ -119,10 +127,10 @@ class IDXImageDataset:
         if protocol == "study":
             val_idx = first(val_idx, test_limit)
         return ImageSplits(
-            train_x=normalise(train.data[train_idx], mean, std), train_y=train.targets[train_idx].long(),
-            val_x=normalise(val_src.data[val_idx], mean, std), val_y=val_src.targets[val_idx].long(),
-            test_x=normalise(test_src.data[test_idx], mean, std), test_y=test_src.targets[test_idx].long(),
-            classes=list(train.classes),
+            train_x=normalise(train[0][train_idx], mean, std), train_y=train[1][train_idx],
+            val_x=normalise(val_src[0][val_idx], mean, std), val_y=val_src[1][val_idx],
+            test_x=normalise(test_src[0][test_idx], mean, std), test_y=test_src[1][test_idx],
+            classes=list(self.classes),
         )
 
 
@@ -144,6 +152,10 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
 MNIST = IDXImageDataset("mnist", "MNIST", mean=MNIST_MEAN, std=MNIST_STD,
+                        classes=("0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six",
+                                 "7 - seven", "8 - eight", "9 - nine"),
                         convergence_target=0.98)  # the study's CNNs end near 99 %
 FASHION_MNIST = IDXImageDataset("fashion_mnist", "FashionMNIST", mean=0.2860, std=0.3530,
+                                classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                                         "Sneaker", "Bag", "Ankle boot"),
                                 convergence_target=0.85)  # the study's CNNs end near 90 %
