@@ -294,6 +294,11 @@ def ray_connection(address: str | None, verbose: int = 1):
     if ray.is_initialized():
         yield
         return
+    if not target:
+        # Ray prestarts a worker per CPU for the first driver, but Tune gives its trial actors a runtime env
+        # (env_vars), so they never land on those workers, which are killed idle a second later: on a 2-core
+        # machine ~0.8 CPU-s of a one-minute run spent for nothing. A user's own setting wins.
+        os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
     try:
         # No address: a fresh local Ray ("local"), never whatever cluster happens to run on this machine.
         ray.init(address=target or "local", include_dashboard=False, configure_logging=False,

@@ -57,3 +57,23 @@ def test_the_harness_uses_no_private_ray_member():
     for path in HARNESS.rglob("*.py"):
         hits = private.findall(path.read_text())
         assert not hits, f"{path.name} uses private Ray members {hits}; they change without notice"
+
+
+def test_a_local_ray_started_by_the_driver_prestarts_no_idle_workers():
+    """Tune's trial actors carry a runtime env, so Ray's prestarted workers are never theirs; the driver turns
+    the prestart off (``RAY_prestart_worker_first_driver``). If a Ray upgrade renames that setting, the two
+    idle workers come back: this fails first, naming the version."""
+    import subprocess
+    import sys
+
+    code = """
+import time, psutil
+from harness.driver import ray_connection
+with ray_connection(None, verbose=0):
+    time.sleep(3)
+    idle = [p for p in psutil.Process().children(recursive=True) if "ray::IDLE" in " ".join(p.cmdline())]
+print("IDLE", len(idle))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "RAY_AUTH_MODE": "disabled"}, cwd=HARNESS.parent)
+    assert "IDLE 0" in out.stdout, f"{WHERE}: {out.stdout[-500:]} {out.stderr[-1500:]}"
