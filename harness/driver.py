@@ -335,9 +335,7 @@ def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
 def configure_tune_output() -> None:
     """Tune's classic table shows the columns a researcher scans for (its newer output prints every result).
 
-    Tune's own per-trial logs (result.json, progress.csv, TensorBoard events), written by the driver on every
-    result, are left out: every epoch is in the store (and in W&B); restoring an interrupted run reads Tune's
-    experiment state and checkpoints, not these files."""
+    Tune's own per-trial result.json / progress.csv stay on: its end-of-fit analysis reads them and prints a
+    warning per trial without them."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
