@@ -256,6 +256,7 @@ def build_tuner(trainable, space: SearchSpace, *, param_space: dict, name: str, 
 
     Ray's own table is shown only with ``--verbose`` (verbose ≥ 2); the progress line replaces it."""
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     parameters, metrics = columns
     reporter = tune.CLIReporter(parameter_columns=parameters, metric_columns=metrics,
@@ -270,7 +271,7 @@ def build_tuner(trainable, space: SearchSpace, *, param_space: dict, name: str, 
             trial_name_creator=trial_name, trial_dirname_creator=trial_name,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage_path, callbacks=callbacks,
+            name=name, storage_path=storage_path, callbacks=[*callbacks, CSVLoggerCallback(), JsonLoggerCallback()],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints),
             failure_config=tune.FailureConfig(max_failures=space.max_failures),
             progress_reporter=reporter, verbose=1 if verbose >= 2 else 0,
@@ -335,7 +336,9 @@ def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
 def configure_tune_output() -> None:
     """Tune's classic table shows the columns a researcher scans for (its newer output prints every result).
 
-    Tune's own per-trial result.json / progress.csv stay on: its end-of-fit analysis reads them and prints a
-    warning per trial without them."""
+    Tune's automatic loggers are off: ``build_tuner`` names the CSV and JSON ones itself (Tune's end-of-fit
+    analysis reads their files and warns for every trial without them) and leaves TensorBoard's out: importing
+    tensorboardX cost the driver 1.2 CPU-s, and W&B is the dashboard here."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

@@ -135,3 +135,17 @@ def test_progress_line_counts_trials_and_epochs_and_stops_the_eta_when_all_ended
     p.done, p.running = {"a", "b", "c"}, set()  # e.g. ASHA stopped two of them early
     assert "3/3 trials done" in p.line() and "ETA" not in p.line()
     assert [duration(s) for s in (5, 75, 3725)] == ["5 s", "1 min 15 s", "1 h 02 min"]
+
+
+@pytest.mark.slow
+def test_a_run_keeps_heavy_imports_out_of_the_driver(tmp_path, mnist_root):
+    """The driver's CPU is part of the harness's share: TensorBoard's logger (tensorboardX, 1.2 CPU-s to import)
+    is left out and torchvision is imported only where data is downloaded; Tune's own result.json, which its
+    end-of-fit analysis reads, is still written."""
+    code = ("import sys; from harness.cli import stbench; "
+            f"rc = stbench(['run', '--space', 'tiny', '--results-dir', {str(tmp_path / 'r')!r}, "
+            f"'--data-dir', {str(mnist_root)!r}, '--quiet']); "
+            "print('RC', rc, 'TBX', 'tensorboardX' in sys.modules, 'TV', 'torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert "RC 0 TBX False TV False" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
+    assert list((tmp_path / "r" / "ray").glob("*/*/result.json"))
