@@ -337,8 +337,8 @@ def configure_tune_output() -> None:
     """Tune's classic table shows the columns a researcher scans for (its newer output prints every result).
 
     Tune's automatic loggers are off: ``build_tuner`` names the CSV and JSON ones itself (Tune's end-of-fit
-    analysis reads their files and warns for every trial without them) and leaves TensorBoard's out: importing
-    tensorboardX cost the driver 1.2 CPU-s, and W&B is the dashboard here."""
+    analysis reads their files and warns for every trial without them) and leaves TensorBoard's out: W&B is the
+    dashboard here, and its event files would be one more write per result in the driver."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

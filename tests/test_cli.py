@@ -139,9 +139,9 @@ def test_progress_line_counts_trials_and_epochs_and_stops_the_eta_when_all_ended
 
 @pytest.mark.slow
 def test_a_run_keeps_heavy_imports_out_of_the_driver(tmp_path, mnist_root):
-    """The driver's CPU is part of the harness's share: TensorBoard's logger (tensorboardX, 1.2 CPU-s to import)
-    is left out and torchvision is imported only where data is downloaded; Tune's own result.json, which its
-    end-of-fit analysis reads, is still written."""
+    """The driver's CPU is part of the harness's share: TensorBoard's logger is left out (W&B is the dashboard)
+    and torchvision (~1 CPU-s to import) is imported only where data is downloaded; Tune's own result.json, which
+    its end-of-fit analysis reads, is still written."""
     code = ("import sys; from harness.cli import stbench; "
             f"rc = stbench(['run', '--space', 'tiny', '--results-dir', {str(tmp_path / 'r')!r}, "
             f"'--data-dir', {str(mnist_root)!r}, '--quiet']); "
