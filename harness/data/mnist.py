@@ -24,7 +24,6 @@ import torch
 from ..errors import UserError
 from ..tasks import CLASSIFICATION
 from .base import DATA_DIR_ENV, ImageSplits, first, validation_split
-
 from .idx import check_idx, read_idx
 
 STUDY_SPLIT_SEED = 42  # the reference study's generator seed for halving the official test set
@@ -110,7 +109,7 @@ class IDXImageDataset:
              train_limit: int | None = None, test_limit: int | None = None,
              protocol: str = "standard") -> ImageSplits:
         """``study``: ``val_size`` and ``split_seed`` are not used; ``test_limit`` cuts each test half."""
-        train, test = self.read(data_dir, train=True), self.read(data_dir, train=False)
+        train, test = self.read(data_dir, train=True), self.read(data_dir, train=False)  # (images, labels) each
         if protocol == "study":
             train_idx = torch.arange(len(train[1]))
             val_idx, test_idx = study_test_halves(len(test[1]))
