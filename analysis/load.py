@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import UserError
+from harness.provenance import hardware_label
 from harness.store import ResultsStore
 
 KEY = ["dataset", "architecture", "seed"]
@@ -217,13 +218,8 @@ def _one_row_per_trial(trials: pd.DataFrame, epochs: pd.DataFrame, expected: pd.
 
 
 def _hardware(row) -> str | None:
-    """Where a trial's timings were taken: the GPU model on a GPU, else the CPU model (None if unknown)."""
-    device = row.get("device")
-    if not isinstance(device, str):
-        return None
-    if device.startswith("cuda"):
-        return f"GPU {row.get('gpu_model') or device}"
-    return f"CPU {row.get('cpu_model') or 'unknown'}"
+    """Where a trial's timings were taken (``harness.provenance.hardware_label``)."""
+    return hardware_label(row.get("device"), row.get("cpu_model"), row.get("gpu_model"))
 
 
 def _training(config_json) -> dict | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from .driver import done_statuses, select, stack_device
 from .errors import UserError
 from .progress import duration
-from .provenance import cpu_model
+from .provenance import cpu_model, hardware_label
 from .space import SearchSpace
 from .store import OPTUNA_FILE, ResultsStore
 from .trial import Status, Trial, group_seeds
@@ -144,12 +144,13 @@ def _slots(space: SearchSpace, max_concurrent: int | None) -> int:
 
 
 def _hardware(device: str) -> str:
+    """This machine's label for ``device``, the same as its trials' rows will get."""
     if device == "cuda":
         import torch
 
         if torch.cuda.is_available():
-            return f"GPU {torch.cuda.get_device_name(0)}"
-    return f"CPU {cpu_model()}"
+            return hardware_label("cuda", None, torch.cuda.get_device_name(0))
+    return hardware_label("cpu", cpu_model(), None)
 
 
 def _tuned_values(space: SearchSpace, results_dir: Path) -> dict | None:
@@ -221,8 +222,7 @@ def _stored_rates(store: ResultsStore | None, trials, hardware: str) -> dict:
     if trials.empty or epochs.empty:
         return {}
     trials = trials[trials["stage"] == "benchmark"].copy()
-    here = trials.apply(lambda r: (f"GPU {r.gpu_model}" if str(r.device).startswith("cuda") else f"CPU {r.cpu_model}")
-                        == hardware, axis=1)
+    here = trials.apply(lambda r: hardware_label(r.device, r.cpu_model, r.gpu_model) == hardware, axis=1)
     trials = trials[here]
     out = {}
     for row in trials.itertuples():

@@ -64,5 +64,16 @@ def host_info(device: str = "cpu") -> dict:
     return info
 
 
+def hardware_label(device, cpu_model: str | None, gpu_model: str | None) -> str | None:
+    """Where timings were taken, as the plan and the report group them: the GPU model on a GPU, else the CPU
+    model; None when the device is unknown (a row from before it was recorded)."""
+    if not isinstance(device, str):
+        return None
+    known = lambda name: name if isinstance(name, str) and name else None  # noqa: E731 - a table's NaN is unknown too
+    if device.startswith("cuda"):
+        return f"GPU {known(gpu_model) or device}"
+    return f"CPU {known(cpu_model) or 'unknown'}"
+
+
 def driver_provenance() -> dict:
     return {**code_version(), **library_versions(), "platform": platform.platform(), "argv": " ".join(sys.argv)}

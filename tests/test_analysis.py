@@ -493,3 +493,13 @@ def test_report_after_a_real_benchmark(ray_local, mnist_root, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     assert main(["--results-dir", str(results), "--out", str(tmp_path / "default")]) == 0
     assert "transform_mnist_stnet" in (tmp_path / "default" / "report.html").read_text()
+
+
+def test_hardware_label_is_the_one_the_plan_and_the_report_group_by():
+    from harness.provenance import hardware_label
+
+    assert hardware_label("cuda:0", "AMD EPYC", "NVIDIA H100") == "GPU NVIDIA H100"
+    assert hardware_label("cuda:0", "AMD EPYC", float("nan")) == "GPU cuda:0"  # a table's missing value
+    assert hardware_label("cpu", "AMD EPYC", None) == "CPU AMD EPYC"
+    assert hardware_label("cpu", None, None) == "CPU unknown"
+    assert hardware_label(None, "AMD EPYC", None) is None  # rows from before the device was recorded
