@@ -62,9 +62,11 @@ def test_small_space_runs_end_to_end_with_shipped_defaults(name, tmp_path, mnist
     out = run_space(name, results, mnist_root)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "Traceback" not in out.stderr
-    # Nothing but our own lines (and Ray's one line about token authentication): no library's warnings
+    # Nothing but our own lines (and Ray's one line about token authentication): no library's warnings. Tune's
+    # "... took 0.6 s, which may be a performance bottleneck" depends on the machine's speed, not on behaviour.
     stray = [line for line in (out.stdout + out.stderr).splitlines()
-             if line.strip() and not line.startswith(("stbench:", "Token authentication is enabled"))]
+             if line.strip() and not line.startswith(("stbench:", "Token authentication is enabled"))
+             and "which may be a performance bottleneck" not in line]
     assert not stray, stray[:10]
     problems, counts = verify(results)
     assert not problems, problems
