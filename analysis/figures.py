@@ -19,7 +19,7 @@ import pandas as pd
 import seaborn as sns
 
 from . import stats
-from .metrics import BASELINE, CLOCKS, architecture_order
+from .metrics import BASELINE, architecture_order
 
 PANEL = (4.6, 3.2)  # inches per panel
 SEED_LINES = 3  # at most this many seeds per architecture: draw the seeds, not a band
@@ -61,11 +61,8 @@ def metric_range(metric: str) -> tuple[float, float]:
 
 def seed_band(values: np.ndarray, confidence: float, bounds=(-math.inf, math.inf)):
     """The t-interval of one epoch's seeds, clipped to the metric's range (NaNs where there is no spread)."""
-    x = values[np.isfinite(values)]
-    if len(x) < 2 or np.ptp(x) == 0:
-        return math.nan, math.nan
-    _, low, high = stats.t_bounds(x, confidence)
-    return max(float(low), bounds[0]), min(float(high), bounds[1])
+    ci = stats.t_interval(values, confidence)
+    return max(ci.low, bounds[0]), min(ci.high, bounds[1])
 
 
 # -- learning curves -----------------------------------------------------------------------------
@@ -120,9 +117,7 @@ def time_to_target(curves: pd.DataFrame, convergence: pd.DataFrame, baseline: st
         return _empty("no dataset with a target has epochs yet")
     datasets = sorted(curves["dataset"].unique())
     colours = palette(curves["architecture"].unique(), baseline)
-    panels = curves[["clock", "hardware"]].drop_duplicates().sort_values(["clock", "hardware"],
-                                                                          key=lambda c: c.map({"epochs": 0, "seconds": 1})
-                                                                          if c.name == "clock" else c)
+    panels = curves[["clock", "hardware"]].drop_duplicates().sort_values(["clock", "hardware"])  # epochs first
     panels = list(panels.itertuples(index=False, name=None))
     fig, axes = _grid(len(datasets), len(panels))
     targets = convergence.groupby("dataset")["target"].first()

@@ -45,6 +45,11 @@ def interval(estimate, low, high, digits: int = 2, scale: float = 1.0, signed: b
     return f"{head} [{num(low, digits, scale, signed)}, {num(high, digits, scale, signed)}]"
 
 
+def mean_accuracy(r) -> str:
+    """An accuracy-table row's mean test accuracy in % with its t-interval, clipped to [0, 100]."""
+    return interval(r.mean, max(r.mean_low, 0.0), min(r.mean_high, 1.0), 2, 100, note=r.mean_note)
+
+
 def seeds(values: str, digits: int = 2, scale: float = 100.0) -> str:
     """The seeds themselves (``values`` as the accuracy table keeps them), for cells too small for an interval."""
     parts = [num(float(v), digits, scale) for v in str(values or "").split()]
@@ -63,8 +68,7 @@ def accuracy(table: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
         "dataset": table["dataset"], "architecture": table["architecture"],
         "seeds": table["seeds"], "failed (diverged + error)": table["diverged"] + table["error"],
         "unfinished (running + pending)": table["running"] + table["pending"],
-        f"test acc. %, mean [{c} t-CI]": [interval(r.mean, max(r.mean_low, 0.0), min(r.mean_high, 1.0), 2, 100,
-                                                  note=r.mean_note) for r in table.itertuples()],
+        f"test acc. %, mean [{c} t-CI]": [mean_accuracy(r) for r in table.itertuples()],
         f"IQM [{c} CI], or the seeds below {MIN_SEEDS_IQM}": [robust(r) for r in table.itertuples()],
     })
 

@@ -124,12 +124,16 @@ def _benchmark_only(trials: pd.DataFrame, epochs: pd.DataFrame, notes: list[str]
     return trials[~trials["trial_id"].isin(drop)], epochs[~epochs["trial_id"].isin(drop)]
 
 
+def _latest_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each space's most recent run (the one that defines what is expected now)."""
+    return runs.sort_values("started_at").groupby("space", sort=True).tail(1)
+
+
 def _latest_space_yaml(runs: pd.DataFrame) -> dict[str, str]:
-    """Space name → the YAML text of its most recent run (the one that defines what is expected now)."""
+    """Space name → the YAML text of its most recent run."""
     if runs.empty:
         return {}
-    latest = runs.sort_values("started_at").groupby("space", sort=True).tail(1)
-    return {row.space: row.space_yaml for row in latest.itertuples() if isinstance(row.space_yaml, str)}
+    return {row.space: row.space_yaml for row in _latest_runs(runs).itertuples() if isinstance(row.space_yaml, str)}
 
 
 def _planned_ids(runs: pd.DataFrame) -> dict[str, list]:
@@ -138,7 +142,7 @@ def _planned_ids(runs: pd.DataFrame) -> dict[str, list]:
     if runs.empty or "planned_json" not in runs:
         return {}
     out = {}
-    for row in runs.sort_values("started_at").groupby("space", sort=True).tail(1).itertuples():
+    for row in _latest_runs(runs).itertuples():
         try:
             ids = json.loads(row.planned_json) if isinstance(row.planned_json, str) else None
         except ValueError:
@@ -153,12 +157,9 @@ def _expand(name: str, text: str) -> list[dict]:
     from harness.space import parse_space
 
     rows = []
-    for t in parse_space(text, source=f"search space {name!r}").trials():
-        if isinstance(t, dict):  # stores from before the typed Trial
-            rows.append(t)
-        else:  # a typed Trial, possibly K seeds stacked: one row per seed
-            rows += [{"architecture": t.architecture, "dataset": t.dataset, "seed": s, "trial_id": i}
-                     for s, i in t.ids.items()]
+    for t in parse_space(text, source=f"search space {name!r}").trials():  # possibly K seeds stacked: a row each
+        rows += [{"architecture": t.architecture, "dataset": t.dataset, "seed": s, "trial_id": i}
+                 for s, i in t.ids.items()]
     return rows
 
 

@@ -60,8 +60,7 @@ def headline(tables: dict[str, pd.DataFrame], baseline: str, confidence: float) 
         row = {"dataset": d, "architecture": a, "seeds": f"{r.seeds}" + (f" (+{r.diverged + r.error} failed)"
                                                                         if r.diverged + r.error else "")}
         if a == baseline:
-            row["test accuracy"] = fmt.interval(r.mean, max(r.mean_low, 0.0), min(r.mean_high, 1.0), 2, 100,
-                                                note=r.mean_note) + " % (mean)"
+            row["test accuracy"] = fmt.mean_accuracy(r) + " % (mean)"
             row[f"P(seed beats {baseline})"] = fmt.DASH
         else:
             p = _rows(paired, dataset=d, architecture=a, metric="test_acc")
