@@ -37,12 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 import torch  # noqa: E402
 
 from throughput import (BATCH, LR, MOMENTUM, REFERENCE_ARCHS, ConcurrentHarness, HarnessLoop,  # noqa: E402
-                        ReferenceLoop, plain_trial)
+                        ReferenceLoop, harness_splits, interleaved, plain_trial)
 
 from harness.data import DATASETS  # noqa: E402
 from harness.provenance import cpu_model  # noqa: E402
-from harness.stacked import StackedTrainer  # noqa: E402
-from harness.train import Trainer  # noqa: E402
+from harness.train import make_runner  # noqa: E402
 
 # search_spaces/reference.yaml, spelt out (PyYAML may be missing here): dataset -> (epochs, seeds)
 STUDY = {"mnist": (20, 10), "fashion_mnist": (30, 5)}
@@ -68,8 +67,7 @@ def full_epoch_seconds(arch: str, data, device: torch.device, stack: int) -> flo
     """Seconds of one full epoch (training + validation + training-evaluation) per seed, after a warm-up
     epoch; ``stack`` > 1: the stack's epoch divided by its seeds."""
     trial = plain_trial(arch, epochs=2, batch_size=BATCH, lr=LR, momentum=MOMENTUM, val_size=len(data.val_y))
-    trainer = Trainer(trial, data, device, test=False) if stack == 1 else \
-        StackedTrainer(trial.with_seeds(range(stack)), data, device, test=False)
+    trainer = make_runner(trial.with_seeds(range(stack)), data, device, test=False)
     epochs = trainer.run()
     next(epochs)  # warm-up: first calls, cuDNN's algorithm search, allocator
     sync(device)
@@ -127,7 +125,7 @@ def main(argv=None) -> int:
     full = DATASETS["mnist"].load(data_dir, val_size=512 if args.quick else 5000,
                                   train_limit=1024 if args.quick else None).to(device)
     # throughput: epochs of `images` images, one batch of evaluation
-    cut = DATASETS["mnist"].load(data_dir, val_size=BATCH, train_limit=images, test_limit=BATCH).to(device)
+    cut = harness_splits(data_dir, images, device)
 
     rows, skipped = {}, []
     for arch in archs:
@@ -147,15 +145,8 @@ def main(argv=None) -> int:
                 sides["compile"] = HarnessLoop(arch, cut, device, images, repeats, {"compile": True})
             except Exception as e:  # no compiler tool-chain here: say so and go on
                 print(f"  {arch}: compile failed ({type(e).__name__}: {str(e).splitlines()[0][:120]})", file=sys.stderr)
-        measured = {s: [] for s in sides}
-        order = list(sides.items())
-        for r in range(repeats):  # interleaved, alternating which side goes first
-            for side, loop in (order if r % 2 == 0 else order[::-1]):
-                sync(device)
-                measured[side].append(loop.measure()[0])
-        for loop in sides.values():
-            getattr(loop, "close", lambda: None)()
-        row.update({s: statistics.median(v) for s, v in measured.items()})
+        measured = interleaved(sides, repeats, before=lambda: sync(device))
+        row.update({s: statistics.median(img_s for img_s, _ in v) for s, v in measured.items()})
         row["epoch 1 trial"] = full_epoch_seconds(arch, full, device, 1)
         best = max(stacks, key=lambda k: row[f"stacked {k}"])
         row["stack"] = best

@@ -44,8 +44,8 @@ from harness.data import DATASETS  # noqa: E402
 from harness.data.base import resolve_data_dir  # noqa: E402
 from harness.models import MODELS, build_model  # noqa: E402
 from harness.provenance import cpu_model  # noqa: E402
-from harness.stacked import DEFAULT_STACK, StackedTrainer  # noqa: E402
-from harness.train import Trainer  # noqa: E402
+from harness.stacked import DEFAULT_STACK  # noqa: E402
+from harness.train import make_runner  # noqa: E402
 from harness.trial import Trial  # noqa: E402
 
 try:
@@ -73,8 +73,8 @@ def workers_cpu(workers) -> float:
 # Training's defaults (harness/space.py), spelt out so that this script needs no pydantic (see gpu_check.py)
 TRAINING_DEFAULTS = {"stack": None, "epochs": 20, "batch_size": 64, "optimizer": "sgd", "lr": 0.01, "momentum": 0.0,
                      "weight_decay": 0.0, "loc_lr": None, "loc_lr_mult": None, "val_size": 5000, "split_seed": 0,
-                     "train_limit": None, "test_limit": None, "precision": "fp32", "channels_last": False,
-                     "compile": False}
+                     "train_limit": None, "test_limit": None, "protocol": "standard", "precision": "fp32",
+                     "channels_last": False, "compile": False}
 
 
 def plain_trial(arch: str, dataset: str = "mnist", seed: int = 0, **training) -> Trial:
@@ -137,8 +137,7 @@ class HarnessLoop:
         trial = plain_trial(arch, epochs=repeats + 1, batch_size=BATCH, lr=LR, momentum=MOMENTUM,
                             val_size=len(splits.val_y), train_limit=images, test_limit=len(splits.test_y),
                             **switches)
-        self.trainer = Trainer(trial, splits, device) if stack == 1 else \
-            StackedTrainer(trial.with_seeds(range(stack)), splits, device)
+        self.trainer = make_runner(trial.with_seeds(range(stack)), splits, device)
         self.images = len(splits.train_y) * stack
         self.epochs = self.trainer.run()
         first = self._next()  # warm-up epoch (and, with compile, the compilation)
@@ -159,6 +158,20 @@ class HarnessLoop:
 def harness_splits(data_dir: Path, images: int, device: torch.device):
     """MNIST cut to epochs of ``images`` training images; one validation/test batch keeps evaluation negligible."""
     return DATASETS["mnist"].load(data_dir, val_size=BATCH, train_limit=images, test_limit=BATCH).to(device)
+
+
+def interleaved(sides: dict, repeats: int, before=lambda: None) -> dict[str, list]:
+    """Each side's ``measure()`` once per repeat, alternating which side goes first (so load from other
+    processes hits both); ``before`` runs before each measurement; the sides are closed afterwards."""
+    measured = {side: [] for side in sides}
+    order = list(sides.items())
+    for r in range(repeats):
+        for side, loop in (order if r % 2 == 0 else order[::-1]):
+            before()
+            measured[side].append(loop.measure())
+    for loop in sides.values():
+        getattr(loop, "close", lambda: None)()
+    return measured
 
 
 def _trial_worker(conn, arch, data_dir, device, images, repeats, switches, threads, stack) -> None:
@@ -283,12 +296,7 @@ def main(argv=None) -> int:
                             ConcurrentHarness(n, trial_threads, arch, data_dir, device, images, args.repeats,
                                               switches[v], k))
         warmups[arch] = {label: loop.warmup_s for label, loop in sides.items() if label != "reference"}
-        order = list(sides.items())
-        for r in range(args.repeats):  # interleaved, alternating which side goes first
-            for name, loop in (order if r % 2 == 0 else order[::-1]):
-                results[arch][name].append(loop.measure())
-        for loop in sides.values():
-            getattr(loop, "close", lambda: None)()
+        results[arch] = interleaved(sides, args.repeats)
         print(f"  {arch}: done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr, flush=True)
 
     speed = {a: {k: statistics.median(x[0] for x in v) for k, v in r.items()} for a, r in results.items()}

@@ -17,7 +17,7 @@ def run_script(name: str, data_dir: Path, *args: str) -> str:
 
 def test_throughput_defaults_to_the_reference_studys_four_architectures(mnist_root):
     out = run_script("throughput.py", mnist_root, "--images", "128", "--repeats", "1", "--warmup-batches", "1",
-                     "--trials", "1")
+                     "--trials", "1", "--stack", "1")  # the rows asserted here; stacked ones have their own test
     rows = [line.split()[0] for line in out.splitlines() if line.split()[1:2] == ["reference"]]
     assert rows == ["convnet", "stnet", "coordconv", "stcoordconv"]
     assert "met for" in out and "resnext" not in out
@@ -53,3 +53,16 @@ def test_gpu_check_runs_on_a_cpu_in_its_quick_mode(mnist_root):
     assert table[0].startswith("| architecture | reference img/s | 1 trial img/s | stacked 2 img/s")
     assert table[2].startswith("| stnet | ") and "(stack 2)" in table[2] and table[-1].startswith("| **study**")
     assert "Best projection:" in out and "QUICK smoke run" in out
+
+
+def test_the_benchmarks_training_defaults_are_the_spaces(monkeypatch):
+    """throughput.py spells Training's defaults out (the GPU check runs without pydantic): they must not drift."""
+    import sys
+
+    from harness.space import Training
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    monkeypatch.delitem(sys.modules, "throughput", raising=False)
+    from throughput import TRAINING_DEFAULTS
+
+    assert TRAINING_DEFAULTS == {k: f.default for k, f in Training.model_fields.items() if k != "seeds"}
