@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from harness.cli import stbench
 from harness.errors import UserError
 from harness.space import apply_overrides, load_space
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_help_lists_the_four_commands(capsys):
@@ -79,16 +76,15 @@ def test_plan_lists_the_trials_without_ray(mnist_root, tmp_path, capsys):
 def test_plan_never_starts_ray(mnist_root, tmp_path):
     code = ("import sys; from harness.cli import stbench; rc = stbench(sys.argv[1:]); import ray; "
             "print('RAY', ray.is_initialized(), 'RC', rc)")
-    out = subprocess.run([sys.executable, "-c", code, "plan", "--space", "quick", "--data-dir", str(mnist_root),
-                          "--results-dir", str(tmp_path / "r")], capture_output=True, text=True, cwd=REPO, timeout=300)
+    out = run_cli(["-c", code, "plan", "--space", "quick", "--data-dir", mnist_root, "--results-dir", tmp_path / "r"],
+                  script="", timeout=300)
     assert "RAY False RC 0" in out.stdout, out.stderr
 
 
 def test_plan_bad_override_exits_2_in_one_line(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "harness", "plan", "--space", "quick", "--set",
-                          "training.nosuchkey=1", "--results-dir", str(tmp_path / "r")],
-                         capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert out.returncode == 2, out.stderr
+    out = run_cli(["-m", "harness", "plan", "--space", "quick", "--set", "training.nosuchkey=1",
+                   "--results-dir", tmp_path / "r"], script="", timeout=120)
+    assert out.rc == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "training.nosuchkey: unknown key" in lines[0]
     assert "Traceback" not in out.stderr
@@ -103,9 +99,8 @@ def test_run_records_overrides_and_plan_sees_the_store(mnist_root, tmp_path, cap
     results = tmp_path / "results"
     args = ["--space", "tiny", "--data-dir", str(mnist_root), "--results-dir", str(results),
             "--set", "training.epochs=1", "--set", "training.train_limit=256", "--set", "training.val_size=128"]
-    out = subprocess.run([sys.executable, "-m", "harness", "run", *args, "--wandb-mode", "disabled"],
-                         capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_cli(["-m", "harness", "run", *args, "--wandb-mode", "disabled"], script="")
+    assert out.rc == 0, out.stderr[-3000:]
     assert "trials done" in out.stdout  # the progress line
     store = ResultsStore(results)
     run = store.runs().iloc[0]
@@ -146,6 +141,6 @@ def test_a_run_keeps_heavy_imports_out_of_the_driver(tmp_path, mnist_root):
             f"rc = stbench(['run', '--space', 'tiny', '--results-dir', {str(tmp_path / 'r')!r}, "
             f"'--data-dir', {str(mnist_root)!r}, '--quiet']); "
             "print('RC', rc, 'TBX', 'tensorboardX' in sys.modules, 'TV', 'torchvision' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=600)
+    out = run_cli(["-c", code], script="")
     assert "RC 0 TBX False TV False" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
     assert list((tmp_path / "r" / "ray").glob("*/*/result.json"))

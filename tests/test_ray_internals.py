@@ -63,8 +63,7 @@ def test_a_local_ray_started_by_the_driver_prestarts_no_idle_workers():
     """Tune's trial actors carry a runtime env, so Ray's prestarted workers are never theirs; the driver turns
     the prestart off (``RAY_prestart_worker_first_driver``). If a Ray upgrade renames that setting, the two
     idle workers come back: this fails first, naming the version."""
-    import subprocess
-    import sys
+    from conftest import run_cli
 
     code = """
 import time, psutil
@@ -74,6 +73,5 @@ with ray_connection(None, verbose=0):
     idle = [p for p in psutil.Process().children(recursive=True) if "ray::IDLE" in " ".join(p.cmdline())]
 print("IDLE", len(idle))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**__import__("os").environ, "RAY_AUTH_MODE": "disabled"}, cwd=HARNESS.parent)
+    out = run_cli(["-c", code], script="", env={"RAY_AUTH_MODE": "disabled"}, timeout=120)
     assert "IDLE 0" in out.stdout, f"{WHERE}: {out.stdout[-500:]} {out.stderr[-1500:]}"

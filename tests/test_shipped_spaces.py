@@ -4,17 +4,15 @@ shipped defaults (W&B offline, tuning on), shrunk only through ``--set`` overrid
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import CliResult, run_cli
 from harness.plan import make_plan
 from harness.space import SPACES_DIR, load_space
 from harness.store import ResultsStore, verify
 
-REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
 SMALL = [s for s in SHIPPED if s in ("tiny", "quick", "tune_loc_lr_small") or s.endswith("_small")]
 
@@ -45,10 +43,9 @@ def shrink(name: str) -> list[str]:
     return sets
 
 
-def run_space(name: str, results: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "run_benchmark.py", "--space", name, "--results-dir", str(results),
-           "--data-dir", str(data_dir), "--max-concurrent", "2", *shrink(name), *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+def run_space(name: str, results: Path, data_dir: Path, *extra: str) -> CliResult:
+    return run_cli(["--space", name, "--results-dir", results, "--data-dir", data_dir, "--max-concurrent", "2",
+                    *shrink(name), *extra], timeout=900)
 
 
 @pytest.mark.slow
@@ -60,7 +57,7 @@ def test_small_space_runs_end_to_end_with_shipped_defaults(name, tmp_path, mnist
     assert space.wandb.mode == "offline"  # as shipped: the test must not need to change it
     results = tmp_path / "results"
     out = run_space(name, results, mnist_root)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert out.rc == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "Traceback" not in out.stderr
     # Nothing but our own lines (and Ray's one line about token authentication): no library's warnings. Tune's
     # "... took 0.6 s, which may be a performance bottleneck" depends on the machine's speed, not on behaviour.

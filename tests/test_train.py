@@ -80,7 +80,6 @@ def test_localization_network_gets_its_own_learning_rate(trials, splits, extra, 
 
 
 def test_a_reused_trial_process_loads_the_same_splits_once(mnist_root):
-    from harness.train import load_splits
     from harness.trial import Trial
 
     base = {"val_size": 100, "split_seed": 0, "train_limit": 200, "test_limit": 50}
