@@ -9,6 +9,7 @@ import time
 
 from .data import DATA_DIR_ENV, resolve_data_dir
 from .errors import UserError
+from .trial import Status
 
 EPILOG = f"""
 examples:
@@ -196,7 +197,7 @@ def _run(args) -> int:
     ran = ", ".join(f"{n} {status}" for status, n in sorted(outcome.statuses.items())) or "nothing to run"
     print(f"stbench: run {outcome.run_id} finished in {time.perf_counter() - t0:.0f} s: {ran}; "
           f"{outcome.skipped} of {outcome.total} trials already in the store {Path(args.results_dir).resolve()}")
-    failed = outcome.statuses.get("error", 0)
+    failed = outcome.statuses.get(Status.ERROR.value, 0)
     return 1 if failed else 0
 
 

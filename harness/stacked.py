@@ -37,14 +37,13 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .models import build_model, count_parameters, localization_parameters
-from .train import EVAL_BATCH, build_optimizer, model_spec, seed_everything, shuffle_seed
+from .train import (COMPLETE, DIVERGED, ENDED, EVAL_BATCH, RUNNING, build_optimizer, model_spec, seed_everything,
+                    shuffle_seed)
 from .trial import Trial
 
 # Seeds per Tune trial when the space does not say (``Training.stack``), per device kind: measured with
 # benchmarks/throughput.py (README, Performance); CUDA's is unmeasured until benchmarks/gpu_check.py runs.
 DEFAULT_STACK = {"cpu": 1, "cuda": 5}
-
-DONE = ("complete", "diverged")
 
 
 class _StackedParameters(nn.Module):
@@ -107,7 +106,7 @@ class StackedTrainer:
         self._correct_eval = vmap(self.task.correct, in_dims=(0, None))
         k = len(self.seeds)
         self.epoch = 0
-        self.status = ["running"] * k
+        self.status = [RUNNING] * k
         self.best_val_acc = [-1.0] * k
         self.best_epoch = [0] * k
         self.best_state: list[dict | None] = [None] * k
@@ -184,23 +183,23 @@ class StackedTrainer:
         """Train the remaining epochs, yielding ``{seed: metrics}`` for the seeds that report that epoch
         (every seed still training; a diverged seed once); the last epoch's metrics carry the test result."""
         epochs = self.training["epochs"]
-        if all(s in DONE for s in self.status):  # resumed after the end: say it again
+        if all(s in ENDED for s in self.status):  # resumed after the end: say it again
             yield self._reports(range(len(self.seeds)))
             return
-        while self.epoch < epochs and any(s == "running" for s in self.status):
-            active = [i for i, s in enumerate(self.status) if s == "running"]
+        while self.epoch < epochs and any(s == RUNNING for s in self.status):
+            active = [i for i, s in enumerate(self.status) if s == RUNNING]
             per_seed = self._epoch(self.epoch + 1, active)
             self.epoch += 1
             for i in active:
                 m = per_seed[i]
                 if not math.isfinite(m["train_loss"]):
-                    m.update(status="diverged", diverged_epoch=self.epoch)
-                    self.status[i] = "diverged"
+                    m.update(status=DIVERGED, diverged_epoch=self.epoch)
+                    self.status[i] = DIVERGED
                 self.last_metrics[i] = m
-            finishing = [i for i in active if self.status[i] == "running"] if self.epoch == epochs else []
+            finishing = [i for i in active if self.status[i] == RUNNING] if self.epoch == epochs else []
             self._finish(finishing)
             yield self._reports(active)
-        finishing = [i for i, s in enumerate(self.status) if s == "running"]
+        finishing = [i for i, s in enumerate(self.status) if s == RUNNING]
         if finishing:  # resumed after the last epoch's checkpoint
             self._finish(finishing)
             yield self._reports(finishing)
@@ -213,8 +212,8 @@ class StackedTrainer:
         if not indices:
             return
         for i in indices:
-            self.status[i] = "complete"
-            self.last_metrics[i].update(status="complete", best_epoch=self.best_epoch[i],
+            self.status[i] = COMPLETE
+            self.last_metrics[i].update(status=COMPLETE, best_epoch=self.best_epoch[i],
                                         best_val_acc=self.best_val_acc[i])
         if not self.test:
             return
@@ -261,7 +260,7 @@ class StackedTrainer:
                 self.best_val_acc[i], self.best_epoch[i] = val_acc[i], epoch
                 self.best_state[i] = self.seed_state_dict(i, params)
             out[i] = {
-                "epoch": epoch, "status": "running",
+                "epoch": epoch, "status": RUNNING,
                 "train_loss": train_loss[i], "train_acc": train_acc[i],
                 "val_loss": val_loss[i], "val_acc": val_acc[i],
                 "train_eval_loss": train_eval_loss[i], "train_eval_acc": train_eval_acc[i],

@@ -32,9 +32,11 @@ import torch
 from .data import DATASETS, ImageSplits
 from .data.base import tensor_batches
 from .models import build_model, count_parameters, localization_parameters
-from .trial import Trial, effective_loc_lr
+from .trial import Status, Trial, effective_loc_lr
 
 EVAL_BATCH = 1000
+RUNNING, COMPLETE, DIVERGED = Status.RUNNING.value, Status.COMPLETE.value, Status.DIVERGED.value
+ENDED = (COMPLETE, DIVERGED)  # a trainer's own ends (a scheduler's stop is Tune's doing, not the trainer's)
 STATE_FILE = "state.pt"
 
 
@@ -141,14 +143,14 @@ class Trainer:
     def run(self) -> Iterator[dict]:
         """Train the remaining epochs, yielding each epoch's metrics; the last carries the test result."""
         epochs = self.training["epochs"]
-        if self.last_metrics.get("status") in ("complete", "diverged"):  # resumed after the end: say it again
+        if self.last_metrics.get("status") in ENDED:  # resumed after the end: say it again
             yield self.last_metrics
             return
         while self.epoch < epochs:
             metrics = self._epoch(self.epoch + 1)
             self.epoch += 1
             if not math.isfinite(metrics["train_loss"]):
-                metrics.update(status="diverged", diverged_epoch=self.epoch)
+                metrics.update(status=DIVERGED, diverged_epoch=self.epoch)
                 self.last_metrics = metrics
                 yield metrics
                 return
@@ -156,14 +158,14 @@ class Trainer:
                 metrics.update(self.final_metrics())
             self.last_metrics = metrics
             yield metrics
-        if self.last_metrics.get("status") == "running":  # resumed after the last epoch's checkpoint
+        if self.last_metrics.get("status") == RUNNING:  # resumed after the last epoch's checkpoint
             self.last_metrics.update(self.final_metrics())
             yield self.last_metrics
 
     def final_metrics(self) -> dict:
         """Test loss and accuracy of the best-validation epoch: the only use of the test set."""
         current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        done = {"status": "complete", "best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc}
+        done = {"status": COMPLETE, "best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc}
         if not self.test:
             return done
         if self.best_state is not None:
@@ -201,7 +203,7 @@ class Trainer:
             self.best_val_acc, self.best_epoch = val_acc, epoch
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         return {
-            "epoch": epoch, "status": "running",
+            "epoch": epoch, "status": RUNNING,
             "train_loss": train_loss, "train_acc": train_acc,
             "val_loss": val_loss, "val_acc": val_acc,
             "train_eval_loss": train_eval_loss, "train_eval_acc": train_eval_acc,
@@ -293,7 +295,7 @@ def summarise_epoch(per_seed: dict[str, dict]) -> dict:
             out[k] = float(np.sum(vals) if k in SUMMED else np.mean(vals))
     out["num_params"] = ms[0].get("num_params")
     statuses = {m["status"] for m in ms}
-    out["status"] = "running" if "running" in statuses else (statuses.pop() if len(statuses) == 1 else "mixed")
+    out["status"] = RUNNING if RUNNING in statuses else (statuses.pop() if len(statuses) == 1 else "mixed")
     return out
 
 
@@ -347,10 +349,10 @@ def tuning_trainable(config: dict) -> None:
     trainers = [Trainer(trial.with_seeds([seed]), splits, device, test=False) for seed in trial.seeds]
     for per_seed in zip(*(t.run() for t in trainers)):
         metrics = {k: float(np.mean([m[k] for m in per_seed])) for k in AVERAGED}
-        diverged = [m for m in per_seed if m["status"] == "diverged"]
+        diverged = [m for m in per_seed if m["status"] == DIVERGED]
         metrics.update(epoch=per_seed[0]["epoch"], num_params=trainers[0].num_params,
                        objective=float(np.mean([t.best_val_acc for t in trainers])),
-                       status="diverged" if diverged else per_seed[0]["status"])
+                       status=DIVERGED if diverged else per_seed[0]["status"])
         if diverged:
             metrics["diverged_epoch"] = diverged[0]["epoch"]
         tune.report(metrics)
