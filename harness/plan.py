@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .data import DATASETS, ImageSplits
 from .driver import done_statuses, select, stack_device
 from .errors import UserError
 from .progress import duration
@@ -184,7 +185,7 @@ def _epoch_seconds(space, pending: list[Trial], store, store_trials, data_dir, h
     for name in sorted({t.dataset for t in pending}):
         training = space.training_for(name)
         try:
-            n_train, _ = _dataset(name).split_sizes(data_dir)
+            n_train, _ = DATASETS[name].split_sizes(data_dir)
         except UserError as e:
             notes.append(f"{name}: {str(e).splitlines()[0]}")
             return None, ""
@@ -205,12 +206,6 @@ def _epoch_seconds(space, pending: list[Trial], store, store_trials, data_dir, h
     if len(calibrated) == len(out):
         return out, f"from a calibration of {CALIBRATION_STEPS} training steps per architecture"
     return out, (f"from the store where it has them, else a calibration ({', '.join(sorted(set(calibrated)))})")
-
-
-def _dataset(name):
-    from .data import DATASETS
-
-    return DATASETS[name]
 
 
 def _stored_rates(store: ResultsStore | None, trials, hardware: str) -> dict:
@@ -282,9 +277,7 @@ def _shape_only_splits(trial: Trial, data_dir):
     """Splits of one zero image of the dataset's declared shape: what the trainer needs to build the model."""
     import torch
 
-    from .data import ImageSplits
-
-    dataset = _dataset(trial.dataset)
+    dataset = DATASETS[trial.dataset]
     x = torch.zeros(1, *dataset.in_shape)
     regression = dataset.task.name == "regression"
     y = torch.zeros(1, dataset.num_classes) if regression else torch.zeros(1, dtype=torch.long)
