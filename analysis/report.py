@@ -102,20 +102,25 @@ def resolve_targets(results: Results, overrides: dict[str, float] | None = None,
 
 
 def recorded_data_dir(runs: pd.DataFrame) -> str | None:
-    """The data directory the latest run that recorded one used: the runs table's ``data_dir`` column, else
-    the ``data_dir`` key of its ``provenance_json`` (None when no run recorded it)."""
+    """The data directory the latest run that recorded one used (None when no run recorded it)."""
+    return _recorded(runs, "data_dir")
+
+
+def _recorded(runs: pd.DataFrame | None, key: str, accept=lambda value: True) -> str | None:
+    """The newest run's recorded ``key`` that ``accept`` takes: the runs table's column of that name, else the
+    key of the run's ``provenance_json``; None when no run recorded one."""
     import json
 
     if runs is None or runs.empty:
         return None
     for row in runs.sort_values("started_at", ascending=False).itertuples():
-        value = getattr(row, "data_dir", None)
+        value = getattr(row, key, None)
         if not isinstance(value, str) or not value:
             try:
-                value = json.loads(getattr(row, "provenance_json", None) or "{}").get("data_dir")
+                value = json.loads(getattr(row, "provenance_json", None) or "{}").get(key)
             except (TypeError, ValueError, AttributeError):
                 value = None
-        if isinstance(value, str) and value:
+        if isinstance(value, str) and value and accept(value):
             return value
     return None
 
@@ -220,21 +225,9 @@ def analyse(results: Results, targets: dict[str, float] | None = None, baseline:
 def _recorded_cache_dir(runs: pd.DataFrame):
     """While the weights are examined, use the dataset cache the run recorded (``cache_dir`` column or
     provenance key) unless ``$STBENCH_CACHE_DIR`` says otherwise, so generated datasets are not rebuilt."""
-    import json
-
     from harness.data.distorted import CACHE_ENV
 
-    recorded = None
-    for row in runs.sort_values("started_at", ascending=False).itertuples() if len(runs) else ():
-        value = getattr(row, "cache_dir", None)
-        if not isinstance(value, str):
-            try:
-                value = json.loads(getattr(row, "provenance_json", None) or "{}").get("cache_dir")
-            except (TypeError, ValueError, AttributeError):
-                value = None
-        if isinstance(value, str) and Path(value).is_dir():
-            recorded = value
-            break
+    recorded = _recorded(runs, "cache_dir", accept=lambda value: Path(value).is_dir())
     if recorded is None or os.environ.get(CACHE_ENV):
         yield
         return
