@@ -145,7 +145,10 @@ class _Session:
     def _start(self) -> None:
         """First real work of this invocation: record the run, connect to Ray."""
         if self.run_row is None:
-            provenance = driver_provenance()
+            from .data.distorted import cache_dir
+
+            # the generated datasets' cache: the report reads the same files back when it examines weights
+            provenance = {**driver_provenance(), "cache_dir": str(cache_dir(self.data_dir))}
             self.run_row = {"run_id": self.run_id, "space": self.space.name, "space_yaml": self.space_yaml,
                             "command": provenance.pop("argv"),
                             "address": cluster_address(self.address) or "local",

@@ -106,6 +106,10 @@ def test_run_records_overrides_and_plan_sees_the_store(mnist_root, tmp_path, cap
     run = store.runs().iloc[0]
     assert json.loads(run.overrides_json) == ["training.epochs=1", "training.train_limit=256", "training.val_size=128"]
     assert Path(run.data_dir) == Path(mnist_root).resolve()
+    from harness.data.distorted import cache_dir
+
+    # where generated datasets are kept, so that the report reads the same files back
+    assert json.loads(run.provenance_json)["cache_dir"] == str(cache_dir(mnist_root))
     planned = json.loads(run.planned_json)
     assert sorted(p["trial_id"] for p in planned) == sorted(store.trials().trial_id)
     assert (store.epochs().groupby("trial_id").epoch.max() == 1).all()
