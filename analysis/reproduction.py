@@ -228,10 +228,7 @@ def display_table(table: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame
 
 def curves_figure(epochs: pd.DataFrame, ref: pd.DataFrame) -> bytes:
     """Per dataset, our mean per-epoch accuracy with a ±1 SD band (solid) over the study's (dashed, lighter band)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the backend is the session's (figures.py leaves it alone too)
     import matplotlib.ticker
 
     datasets = sorted(d for d in epochs["dataset"].unique() if d in set(ref["dataset"]))
