@@ -1,7 +1,7 @@
 """What the trained weights show: confusion matrices, spatial-transformer outputs, misclassified images.
 
 These need the best-validation checkpoint that the store keeps for each trial
-(``checkpoints/<trial_id>.pt``, read with ``torch.load(..., weights_only=True)``)
+(``checkpoints/<trial_id>.pt``, a ``harness.contract.Checkpoint`` of one seed)
 and the dataset's test split, rebuilt from the trial's own config so every model
 is judged on exactly the images its test accuracy was measured on. Anything
 missing (data folder, checkpoint, an architecture this code no longer knows) is
@@ -10,7 +10,6 @@ skipped with a note, never an exception, so a report always gets written.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from harness.contract import Checkpoint, TrainingSettings
 from harness.data import DATA_DIR_ENV, DATASETS
 from harness.errors import UserError
 from harness.models import build_model
@@ -67,13 +67,13 @@ class Inspection:
     notes: list[str] = field(default_factory=list)
 
 
-def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """The model of a stored checkpoint, in eval mode on the CPU, and the checkpoint's metadata."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    spec = payload["model_spec"]
+def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Checkpoint]:
+    """The model of a stored checkpoint (one seed's best weights), in eval mode on the CPU, and the checkpoint."""
+    saved = Checkpoint.load(Path(path).read_bytes())
+    spec = saved.model_spec
     model = build_model(spec["architecture"], tuple(spec["in_shape"]), spec["num_classes"], **spec.get("model_options", {}))
-    model.load_state_dict(payload["state_dict"])
-    return model.eval(), payload
+    model.load_state_dict(saved.seed_weights["state_dict"])
+    return model.eval(), saved
 
 
 @torch.inference_mode()
@@ -86,20 +86,18 @@ def confusion_counts(true: np.ndarray, predicted: np.ndarray, num_classes: int) 
 
 
 class _TestSets:
-    """Test splits rebuilt from trial configs, loaded once per distinct set of split settings."""
+    """Test splits rebuilt from trial configs (protocol included: the split each trial was evaluated on), loaded
+    once per distinct set of split settings."""
 
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir
-        self.cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def get(self, dataset: str, training: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        keys = ("val_size", "split_seed", "train_limit", "test_limit")
-        key = json.dumps([dataset, *(training.get(k) for k in keys)])
+    def get(self, dataset: str, training: TrainingSettings) -> tuple[torch.Tensor, torch.Tensor]:
+        options = training.split_options()
+        key = (dataset, *options.values())
         if key not in self.cache:
-            splits = DATASETS[dataset].load(self.data_dir, val_size=training["val_size"],
-                                            split_seed=training.get("split_seed", 0),
-                                            train_limit=training.get("train_limit"),
-                                            test_limit=training.get("test_limit"))
+            splits = DATASETS[dataset].load(self.data_dir, **options)
             self.cache[key] = (splits.test_x, splits.test_y)
         return self.cache[key]
 
@@ -129,13 +127,13 @@ def inspect_checkpoints(results: Results, data_dir: str | Path, n_transform: int
                 missing.append(f"{row.architecture}/seed {row.seed}")
                 continue
             try:
-                model, payload = load_checkpoint(path)
-                x, y = tests.get(dataset, Trial.from_config(payload["trial"]).training)
+                model, saved = load_checkpoint(path)
+                x, y = tests.get(dataset, Trial.from_config(saved.trial).training)
             except Exception as e:  # a corrupt file or an architecture this code no longer builds: note it, go on
                 out.notes.append(f"{dataset}: checkpoint of {row.architecture}/seed {row.seed} ({path.name}) could not "
                                  f"be evaluated: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
                 continue
-            classes = list(payload["model_spec"].get("classes") or range(payload["model_spec"]["num_classes"]))
+            classes = list(saved.model_spec.get("classes") or range(saved.model_spec["num_classes"]))
             pred = predict(model, x)
             true = y.numpy()
             matrix = confusion_counts(true, pred, len(classes))

@@ -7,9 +7,8 @@ Three things happen here so that every table downstream can stay a pure function
   but no trial row are ``running``; trials the search space asks for that have
   left no trace yet are ``pending``. A partially finished store is therefore
   reported as it is, with what is missing named.
-* **Benchmark trials only.** If the store marks trials with a ``stage`` (or
-  ``kind``) column, only benchmark trials are analysed; the others (e.g. tuning
-  trials) are counted in the notes and kept apart.
+* **Benchmark trials only.** Only trials of the ``benchmark`` stage are analysed;
+  the others (tuning trials) are counted in the notes and kept apart.
 * **One search space, or all.** ``space`` selects the trials that a named search
   space expands to (read from the YAML kept in the ``runs`` table); without it,
   every benchmark trial is pooled, and a store that mixes spaces says so.
@@ -24,14 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.contract import TrainingSettings
 from harness.errors import UserError
 from harness.provenance import hardware_label
 from harness.store import ResultsStore
 
 KEY = ["dataset", "architecture", "seed"]
-STAGE_COLUMNS = ("stage", "kind")
 BENCHMARK_STAGE = "benchmark"
-FINISHED = ("complete", "diverged", "error")
 STATUS_ORDER = ["complete", "diverged", "error", "running", "pending"]
 
 
@@ -106,15 +104,11 @@ def load(root: str | os.PathLike, space: str | None = None) -> Results:
 
 
 def _benchmark_only(trials: pd.DataFrame, epochs: pd.DataFrame, notes: list[str]):
-    """Drop trials of other stages (tuning…) when the store marks stages; say how many were set aside."""
-    stage = None
-    for column in STAGE_COLUMNS:
-        parts = [df.set_index("trial_id")[column] for df in (trials, epochs) if column in df.columns]
-        if parts:
-            stage = pd.concat(parts)
-            break
-    if stage is None:
+    """Drop trials of other stages (tuning); say how many were set aside."""
+    parts = [df.set_index("trial_id")["stage"] for df in (trials, epochs) if "stage" in df.columns]
+    if not parts:
         return trials, epochs
+    stage = pd.concat(parts)
     stage = stage[~stage.index.duplicated()]
     other = stage[stage.notna() & (stage != BENCHMARK_STAGE)]
     if len(other):
@@ -223,8 +217,9 @@ def _hardware(row) -> str | None:
     return hardware_label(row.get("device"), row.get("cpu_model"), row.get("gpu_model"))
 
 
-def _training(config_json) -> dict | None:
+def _training(config_json) -> TrainingSettings | None:
+    """The trial's typed training settings (None for a pending trial, or a record this code cannot read)."""
     try:
-        return json.loads(config_json).get("training")
-    except (TypeError, ValueError, AttributeError):
+        return TrainingSettings.from_dict(json.loads(config_json)["training"])
+    except (TypeError, ValueError, KeyError, AttributeError):
         return None

@@ -161,7 +161,7 @@ def _trial_info(trials: pd.DataFrame | None) -> dict[str, dict]:
     out = {}
     for row in trials.itertuples():
         training = getattr(row, "training", None)
-        planned = training.get("epochs") if isinstance(training, dict) else None
+        planned = training.epochs if training is not None else None  # a pending trial has no settings yet
         hardware = getattr(row, "hardware", None)
         out[row.trial_id] = {"status": row.status, "planned": planned,
                              "hardware": hardware if isinstance(hardware, str) else None}

@@ -104,7 +104,7 @@ def study_trial_ids(results) -> set[str]:
     """Trials trained with ``protocol: study``: finished ones from their config, running or pending ones from the
     search spaces kept in the store."""
     ids = {row.trial_id for row in results.trials.itertuples()
-           if isinstance(row.training, dict) and row.training.get("protocol") == "study"}
+           if row.training is not None and row.training.protocol == "study"}
     from harness.errors import UserError
     from harness.space import parse_space
 
@@ -113,7 +113,7 @@ def study_trial_ids(results) -> set[str]:
             trials = parse_space(text, source=name).trials()
         except UserError:
             continue
-        ids |= {i for t in trials if t.training.get("protocol") == "study" for i in t.ids.values()}
+        ids |= {i for t in trials if t.training.protocol == "study" for i in t.ids.values()}
     return ids
 
 

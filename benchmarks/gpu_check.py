@@ -41,7 +41,7 @@ from throughput import (BATCH, LR, MOMENTUM, REFERENCE_ARCHS, ConcurrentHarness,
 
 from harness.data import DATASETS  # noqa: E402
 from harness.provenance import cpu_model  # noqa: E402
-from harness.train import make_runner  # noqa: E402
+from harness.runner import make_runner  # noqa: E402
 
 # search_spaces/reference.yaml, spelt out (PyYAML may be missing here): dataset -> (epochs, seeds)
 STUDY = {"mnist": (20, 10), "fashion_mnist": (30, 5)}

@@ -44,8 +44,8 @@ from harness.data import DATASETS  # noqa: E402
 from harness.data.base import resolve_data_dir  # noqa: E402
 from harness.models import MODELS, build_model  # noqa: E402
 from harness.provenance import cpu_model  # noqa: E402
-from harness.stacked import DEFAULT_STACK  # noqa: E402
-from harness.train import make_runner  # noqa: E402
+from harness.contract import DEFAULT_STACK  # noqa: E402
+from harness.runner import make_runner  # noqa: E402
 from harness.trial import Trial  # noqa: E402
 
 try:
@@ -144,8 +144,7 @@ class HarnessLoop:
         self.warmup_s = first["train_time_s"] * stack
 
     def _next(self) -> dict:
-        metrics = next(self.epochs)
-        return metrics if "epoch" in metrics else metrics[0]  # a stack reports {seed: metrics}
+        return next(iter(next(self.epochs).values())).as_dict()  # seed 0's record (a stack reports each seed's)
 
     def measure(self) -> tuple[float, float]:
         """(images per second, CPU seconds per 1000 images); validation is a single batch, so it barely counts.

@@ -7,19 +7,16 @@ in the driver process, it works unchanged when trials run on other nodes of a cl
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
-import torch
 from ray import tune
 
-from .store import EPOCHS, ResultsStore, now
-from .train import STATE_FILE
+from .contract import CHECKPOINT_FILE, Checkpoint, EpochRecord
+from .store import ResultsStore, now
 from .trial import Stage, Status, Trial
 
-EPOCH_METRICS = [c for c in EPOCHS.names
-                 if c not in ("trial_id", "run_id", "architecture", "dataset", "seed", "stage", "reported_at")]
+EPOCH_METRICS = EpochRecord.names(stored=True)  # the epoch table's metric columns
 WHERE = ("hostname", "node_ip", "node_id", "device", "cpu_model", "gpu_model")
 
 
@@ -87,7 +84,6 @@ class StoreCallback(tune.Callback):
         ids = self._ids(t, seed, tune_trial)
         result = self.last.get(ids["trial_id"], {}) | result if status == Status.ERROR.value else result
         epochs = self.store.trial_epochs(ids["trial_id"])
-        training = t.training
         row = {
             **ids, "space": self.space_name, "status": status, "error": error,
             "epochs_completed": int(epochs["epoch"].max()) if len(epochs) else 0,
@@ -99,7 +95,7 @@ class StoreCallback(tune.Callback):
             "train_time_s": float(epochs["train_time_s"].sum()) if len(epochs) else None,
             "eval_time_s": float(epochs["eval_time_s"].sum()) if len(epochs) else None,
             "config_json": json.dumps((t if seed is None else t.with_seeds([seed])).record(), sort_keys=True, default=str),
-            "study": t.study, "lr_tuned": t.lr_tuned, "loc_lr": t.loc_lr, "lr": training["lr"],
+            "study": t.study, "lr_tuned": t.lr_tuned, "loc_lr": t.loc_lr, "lr": t.training.lr,
             "stack": len(t.seeds) if t.stage is Stage.BENCHMARK else None,
             **{k: (tune_trial.last_result or {}).get(k) for k in WHERE},
             **self.provenance, "finished_at": now(),
@@ -107,17 +103,16 @@ class StoreCallback(tune.Callback):
         self.store.put_trial(row)
 
     def _save_best_weights(self, t: Trial, tune_trial) -> None:
+        """Each seed's best-validation weights into the store (``Checkpoint.for_seed``): what the analysis reloads."""
         if t.stage is not Stage.BENCHMARK or tune_trial.checkpoint is None:
             return
         with tune_trial.checkpoint.as_directory() as d:
-            saved = torch.load(f"{d}/{STATE_FILE}", map_location="cpu", weights_only=True)
-        for seed, best in saved["best"].items():
+            saved = Checkpoint.load(Path(d) / CHECKPOINT_FILE)
+        for seed, best in saved.best.items():
             if best.get("state_dict") is None:
                 continue
-            buf = io.BytesIO()
-            torch.save({"state_dict": best["state_dict"], "best_epoch": best["best_epoch"],
-                        "model_spec": saved["model_spec"], "trial": t.with_seeds([int(seed)]).record()}, buf)
-            self.store.put_checkpoint(t.seed_id(int(seed)), buf.getvalue())
+            copy = saved.for_seed(int(seed), t.with_seeds([int(seed)]).record())
+            self.store.put_checkpoint(t.seed_id(int(seed)), copy.to_bytes())
 
 
 def checkpoint_uri(checkpoint: tune.Checkpoint) -> str:

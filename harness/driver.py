@@ -179,7 +179,7 @@ class _Session:
         """Run (or resume) every cell's Optuna study to its trial budget; return the best values per cell.
         A rerun whose studies are all finished never starts Ray."""
         from . import tuning
-        from .train import tuning_trainable
+        from .trainables import tuning_trainable
 
         out = {}
         for arch, dataset in tuning.cells(self.space, select_by.get("architectures"), select_by.get("datasets")):
@@ -195,7 +195,7 @@ class _Session:
                 tuner = build_tuner(
                     tuning_trainable, self.space, param_space={**self._common(), "trial": trial.to_config(), **domains},
                     name=f"{self.run_id}-tune-{arch}-{dataset}", storage_path=self.storage_path,
-                    callbacks=self.callbacks(f"tuning {arch} on {dataset}", left, left * trial.training["epochs"], "tune"),
+                    callbacks=self.callbacks(f"tuning {arch} on {dataset}", left, left * trial.training.epochs, "tune"),
                     verbose=self.verbose, max_concurrent=self.space.tune.max_concurrent,
                     search_alg=searcher, scheduler=scheduler, num_samples=left,
                     columns=({f"{k}": k for k in domains}, {"epoch": "epoch", "val_acc": "val acc", "objective": "objective"}))
@@ -227,9 +227,9 @@ class _Session:
             resume = {k: v for k, v in self.store.resume_points().items() if k in {u.trial_id for u in units}}
             if resume:
                 print(f"stbench: {len(resume)} unfinished trial(s) resume from their last checkpoint")
-            from .train import trainable
+            from .trainables import trainable
 
-            epochs = sum(u.training["epochs"] for u in units)
+            epochs = sum(u.training.epochs for u in units)
             tuner = build_tuner(
                 trainable, self.space, name=self.run_id, storage_path=self.storage_path, verbose=self.verbose,
                 param_space={**self._common(), "trial": tune_grid([u.to_config() for u in units]), "resume": resume},

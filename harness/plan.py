@@ -23,7 +23,7 @@ from .progress import duration
 from .provenance import cpu_model, hardware_label
 from .space import SearchSpace
 from .store import OPTUNA_FILE, ResultsStore
-from .trial import Status, Trial, group_seeds
+from .trial import Status, Trial, TrainingSettings, group_seeds
 
 RAY_START_S = 5.0  # ray.init + shutdown, measured 4–7 s here (shared/notes/ray-facts.md)
 TRIAL_START_S = 2.0  # a trial actor's start-up and its data load, on top of its epochs
@@ -97,7 +97,7 @@ def make_plan(space: SearchSpace, *, select_by: dict, results_dir: Path, data_di
         if store_trials is not None else set()
     planned = [PlannedTrial(t.architecture, t.dataset, t.seed, t.trial_id,
                             "done" if t.trial_id in done else "failed" if t.trial_id in failed else "to run",
-                            t.training["epochs"]) for t in trials]
+                            t.training.epochs) for t in trials]
     pending = [t for t in trials if t.trial_id not in done]
     device = stack_device(space)
     units = group_seeds(pending, space.stack_sizes(device))
@@ -114,7 +114,7 @@ def make_plan(space: SearchSpace, *, select_by: dict, results_dir: Path, data_di
     by_id = {p.trial_id: p for p in planned}
     durations = []
     for unit in units:
-        seconds = per_epoch[(unit.architecture, unit.dataset)] * unit.training["epochs"]
+        seconds = per_epoch[(unit.architecture, unit.dataset)] * unit.training.epochs
         for seed in unit.seeds:
             by_id[unit.seed_id(seed)].seconds = seconds
         durations.append(seconds * len(unit.seeds) + TRIAL_START_S)  # a stack counted as its seeds in turn
@@ -195,7 +195,7 @@ def _epoch_seconds(space, pending: list[Trial], store, store_trials, data_dir, h
     out, calibrated = {}, []
     for t in {(t.architecture, t.dataset): t for t in pending}.values():
         fit, evaluated = sizes[t.dataset]
-        rate = stored.get((t.architecture, t.dataset, t.training["batch_size"]))
+        rate = stored.get((t.architecture, t.dataset, t.training.batch_size))
         if rate is None:
             rate = _calibrate(t, space.resources.cpu, data_dir)
             calibrated.append(t.architecture)
@@ -222,14 +222,14 @@ def _stored_rates(store: ResultsStore | None, trials, hardware: str) -> dict:
     out = {}
     for row in trials.itertuples():
         try:
-            training = json.loads(row.config_json)["training"]
+            training = TrainingSettings.from_dict(json.loads(row.config_json)["training"])
         except (TypeError, ValueError, KeyError):
             continue
         e = epochs[epochs["trial_id"] == row.trial_id]
         if e.empty:
             continue
-        evaluated = 2 * training.get("val_size", 5000)
-        key = (row.architecture, row.dataset, training.get("batch_size"))
+        evaluated = 2 * training.val_size
+        key = (row.architecture, row.dataset, training.batch_size)
         out.setdefault(key, []).append(((1 / e["images_per_s"]).median(), (e["eval_time_s"] / evaluated).median()))
     return {k: (float(sum(a for a, _ in v) / len(v)), float(sum(b for _, b in v) / len(v))) for k, v in out.items()}
 
@@ -245,7 +245,7 @@ def _calibrate(trial: Trial, cpus: float, data_dir) -> tuple[float, float]:
     torch.set_num_threads(max(1, int(cpus)))
     try:
         trainer = Trainer(trial, splits, "cpu", test=False)
-        batch = trial.training["batch_size"]
+        batch = trial.training.batch_size
         x = torch.randn(batch, *splits.in_shape)
         y = splits.train_y[:1].expand(batch, *splits.train_y.shape[1:]).clone()
 

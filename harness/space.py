@@ -8,12 +8,14 @@ training hyper-parameters), so the same trial run twice has the same id.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
+from .contract import DEFAULT_STACK, TrainingSettings
 from .data import DATASETS
 from .errors import UserError
 from .models import ARCHITECTURES, MODELS
@@ -53,33 +55,10 @@ def seed_list(seeds: int | list[int], first: int = 0) -> list[int]:
     return list(range(first, first + seeds)) if isinstance(seeds, int) else list(seeds)
 
 
-class Training(BaseModel):
-    """Hyper-parameters of one trial; defaults follow the reference study (SGD, batch 64)."""
+class _TrainingChecks(BaseModel):
+    """The cross-field rules of the training settings; the fields come from ``TrainingSettings``."""
 
     model_config = Strict
-
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(64, ge=1)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.01, gt=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    loc_lr: Optional[float] = Field(None, gt=0, description="absolute learning rate of the localization network")
-    loc_lr_mult: Optional[float] = Field(None, gt=0, description="localization lr as a multiple of lr")
-    seeds: Union[int, list[int]] = Field(1, description="a count (seeds 0..n-1) or an explicit list")
-    val_size: int = Field(5000, ge=1)
-    split_seed: int = Field(0, ge=0)
-    train_limit: Optional[int] = Field(None, ge=1)
-    test_limit: Optional[int] = Field(None, ge=1)
-    protocol: Literal["standard", "study"] = Field(
-        "standard", description="study: the reference study's splits and normalisation (see harness/data)")
-    # Fast-path switches: each changes numerics (bf16 a lot, the others at rounding level), so all are off
-    # by default and a trial's identity covers them only when switched on (see ``harness.trial.identity_training``).
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast the forward pass to bfloat16")
-    channels_last: bool = Field(False, description="model and inputs in channels-last memory format")
-    compile: bool = Field(False, description="torch.compile the model (compiles once per trial)")
-    stack: Optional[int] = Field(None, ge=1, description="seeds trained at once as one vmapped model "
-                                 "(default: per device); never part of a seed's identity")
 
     @model_validator(mode="after")
     def _one_loc_lr(self):
@@ -93,6 +72,26 @@ class Training(BaseModel):
 
     def seed_list(self) -> list[int]:
         return seed_list(self.seeds)
+
+    def settings(self) -> TrainingSettings:
+        """The typed settings a trial carries (everything but the seeds, which are the trial's)."""
+        return TrainingSettings(**self.model_dump(exclude={"seeds"}))
+
+
+def _schema_of(settings: type, base: type[BaseModel]) -> type[BaseModel]:
+    """The pydantic model of a settings dataclass: each field's type, default, bounds and description as the
+    dataclass declares them (so the defaults live in one place), plus the seeds."""
+    hints = get_type_hints(settings)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        meta = dict(f.metadata)
+        fields[f.name] = (hints[f.name], Field(f.default, description=meta.pop("description", "") or None, **meta))
+        if f.name == "loc_lr_mult":  # where the seeds always stood in the YAML's field order
+            fields["seeds"] = (Union[int, list[int]], Field(1, description="a count (seeds 0..n-1) or a list"))
+    return create_model("Training", __base__=base, __doc__=settings.__doc__, **fields)
+
+
+Training = _schema_of(TrainingSettings, _TrainingChecks)
 
 
 def _partial(model: type[BaseModel]) -> type[BaseModel]:
@@ -227,7 +226,7 @@ class SearchSpace(BaseModel):
                 protocol = self.training_for(dataset).protocol
             except ValidationError:  # reported field by field by parse_space
                 continue
-            allowed = getattr(DATASETS[dataset], "protocols", ("standard",))
+            allowed = DATASETS[dataset].protocols
             if protocol not in allowed:
                 raise ValueError(f"datasets.{dataset}.protocol: {protocol!r} is not defined for {dataset}; "
                                  f"allowed: {', '.join(allowed)}")
@@ -248,12 +247,12 @@ class SearchSpace(BaseModel):
         out = []
         for dataset in self.datasets:
             training = self.training_for(dataset)
-            hyper = training.model_dump(exclude={"seeds"})
+            hyper = training.settings()
             for architecture in self.architectures:
                 tuning = (tuned or {}).get((architecture, dataset))
-                cell = {**hyper, **tuning["params"]} if tuning else hyper
+                cell = hyper.replace(**tuning["params"]) if tuning else hyper
                 for seed in training.seed_list():
-                    out.append(Trial(architecture=architecture, dataset=dataset, seeds=(seed,), training=dict(cell),
+                    out.append(Trial(architecture=architecture, dataset=dataset, seeds=(seed,), training=cell,
                                      model_options=dict(self.model_options.get(architecture, {})),
                                      study=tuning["study"] if tuning else None,
                                      tuned=dict(tuning["params"]) if tuning else None))
@@ -265,11 +264,6 @@ class SearchSpace(BaseModel):
             return t.stack or (1 if t.compile or t.channels_last else DEFAULT_STACK[device])
 
         return {d: size(self.training_for(d)) for d in self.datasets}
-
-
-# Seeds stacked into one vmapped trial when the space does not say (``Training.stack``), per device kind:
-# measured and set in harness/stacked.py, which the GPU check imports without pydantic.
-from .stacked import DEFAULT_STACK  # noqa: E402
 
 
 def resolve_space_path(space: str | Path | None) -> Path:

@@ -28,22 +28,16 @@ Importable without Ray, Optuna, W&B or pydantic (the GPU check runs it on a bare
 from __future__ import annotations
 
 import copy
-import math
 import time
-from typing import Iterator
 
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from .contract import EpochRecord
 from .models import build_model, count_parameters, localization_parameters
-from .train import (COMPLETE, DIVERGED, ENDED, EVAL_BATCH, RUNNING, build_optimizer, model_spec, seed_everything,
-                    shuffle_seed)
+from .train import EVAL_BATCH, RunnerBase, build_optimizer, seed_everything, shuffle_seed
 from .trial import Trial
-
-# Seeds per Tune trial when the space does not say (``Training.stack``), per device kind: measured with
-# benchmarks/throughput.py (README, Performance); CUDA's is unmeasured until benchmarks/gpu_check.py runs.
-DEFAULT_STACK = {"cpu": 1, "cuda": 5}
 
 
 class _StackedParameters(nn.Module):
@@ -63,31 +57,22 @@ class _StackedParameters(nn.Module):
         return [p for n, p in zip(self.names, self.tensors) if n in self.loc_names]
 
 
-class StackedTrainer:
+class StackedTrainer(RunnerBase):
     """Train the seeds of ``trial`` (a ``Trial`` of K seeds, one cell) as one vmapped model; ``run()`` yields
-    ``{seed: metrics}`` per epoch."""
+    ``{seed: EpochRecord}`` per epoch (``RunnerBase``)."""
 
     def __init__(self, trial: Trial, splits, device: torch.device | str = "cpu", test: bool = True):
-        self.test = test
-        self.trial = trial
-        self.training = trial.training
-        self.seeds = [int(s) for s in trial.seeds]
-        if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
-            raise ValueError(f"seeds: need distinct seeds, got {self.seeds}")
+        super().__init__(trial, splits, device, test)
+        if not self.seeds:
+            raise ValueError("seeds: a stack needs at least one seed")
         for switch in ("compile", "channels_last"):  # neither works under vmap (torch 2.15)
-            if self.training.get(switch, False):
+            if getattr(self.training, switch):
                 raise ValueError(f"{switch}: not supported together with stack > 1; use one or the other")
-        self.splits = splits
-        self.task = splits.task
-        self.device = torch.device(device)
         models = []
         for seed in self.seeds:  # exactly the Trainer's construction, seed by seed
             seed_everything(seed)
             models.append(build_model(trial.architecture, splits.in_shape, splits.num_classes,
                                       **trial.model_options).to(self.device))
-        self.bf16 = self.training.get("precision", "fp32") == "bf16"
-        if self.bf16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError(f"precision: bf16 is not supported by {torch.cuda.get_device_name(self.device)}; use fp32")
         loc_ids = {id(p) for p in localization_parameters(models[0])}
         loc_names = {n for n, p in models[0].named_parameters() if id(p) in loc_ids}
         params, buffers = stack_module_state(models)
@@ -104,13 +89,6 @@ class StackedTrainer:
         self._loss_sum = vmap(lambda out, y: self.task.loss(out, y, reduction="sum"), in_dims=(0, None))
         self._correct = vmap(self.task.correct)
         self._correct_eval = vmap(self.task.correct, in_dims=(0, None))
-        k = len(self.seeds)
-        self.epoch = 0
-        self.status = [RUNNING] * k
-        self.best_val_acc = [-1.0] * k
-        self.best_epoch = [0] * k
-        self.best_state: list[dict | None] = [None] * k
-        self.last_metrics: list[dict] = [{} for _ in range(k)]
 
     # -- the vmapped model -----------------------------------------------------------------------
     @property
@@ -132,101 +110,35 @@ class StackedTrainer:
         return {**{n: p[i].detach().clone() for n, p in params.items()},
                 **{n: b[i].detach().clone() for n, b in self.buffers.items()}}
 
+    _weights = seed_state_dict
+
     def _stack_states(self, states: list[dict]) -> dict[str, torch.Tensor]:
         return {n: torch.stack([s[n] for s in states]).to(self.device) for n in self.holder.names}
 
     # -- checkpoint state ----------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        state = {
-            "seeds": list(self.seeds), "epoch": self.epoch, "status": list(self.status),
-            "best_val_acc": list(self.best_val_acc), "best_epoch": list(self.best_epoch),
-            "best_state": list(self.best_state), "last_metrics": [dict(m) for m in self.last_metrics],
-            "params": {n: p.detach().clone() for n, p in self.params.items()},
-            "buffers": {n: b.clone() for n, b in self.buffers.items()},
-            "optimizer": self.optimizer.state_dict(), "rng_cpu": torch.get_rng_state(),
-            "model_spec": self.model_spec,
-        }
-        if self.device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
-        return state
+    def _model_state(self) -> dict:
+        return {"params": {n: p.detach().clone() for n, p in self.params.items()},
+                "buffers": {n: b.clone() for n, b in self.buffers.items()},
+                "optimizer": self.optimizer.state_dict()}
 
-    @property
-    def model_spec(self) -> dict:
-        """What rebuilds one seed's model from its saved weights (``analysis.checkpoints``)."""
-        return model_spec(self.trial, self.splits)
-
-    def best_weights(self) -> dict[int, dict]:
-        """seed → its best-validation weights (an unstacked state_dict) and their epoch."""
-        return {s: {"state_dict": self.best_state[i], "best_epoch": self.best_epoch[i]}
-                for i, s in enumerate(self.seeds)}
-
-    def load_state_dict(self, state: dict) -> None:
-        if [int(s) for s in state["seeds"]] != self.seeds:
-            raise ValueError(f"checkpoint holds seeds {state['seeds']}, this stack trains {self.seeds}")
-        self.epoch = state["epoch"]
-        self.status = list(state["status"])
-        self.best_val_acc = list(state["best_val_acc"])
-        self.best_epoch = list(state["best_epoch"])
-        self.best_state = list(state["best_state"])
-        self.last_metrics = [dict(m) for m in state["last_metrics"]]
+    def _load_model_state(self, state: dict) -> None:
         with torch.no_grad():
             for n, p in self.params.items():
                 p.copy_(state["params"][n])
         self.buffers = {n: b.to(self.device) for n, b in state["buffers"].items()}
         self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng_cpu"].cpu())
-        if "rng_cuda" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
 
     # -- the loop ------------------------------------------------------------------------------
-    def run(self) -> Iterator[dict[int, dict]]:
-        """Train the remaining epochs, yielding ``{seed: metrics}`` for the seeds that report that epoch
-        (every seed still training; a diverged seed once); the last epoch's metrics carry the test result."""
-        epochs = self.training["epochs"]
-        if all(s in ENDED for s in self.status):  # resumed after the end: say it again
-            yield self._reports(range(len(self.seeds)))
-            return
-        while self.epoch < epochs and any(s == RUNNING for s in self.status):
-            active = [i for i, s in enumerate(self.status) if s == RUNNING]
-            per_seed = self._epoch(self.epoch + 1, active)
-            self.epoch += 1
-            for i in active:
-                m = per_seed[i]
-                if not math.isfinite(m["train_loss"]):
-                    m.update(status=DIVERGED, diverged_epoch=self.epoch)
-                    self.status[i] = DIVERGED
-                self.last_metrics[i] = m
-            finishing = [i for i in active if self.status[i] == RUNNING] if self.epoch == epochs else []
-            self._finish(finishing)
-            yield self._reports(active)
-        finishing = [i for i, s in enumerate(self.status) if s == RUNNING]
-        if finishing:  # resumed after the last epoch's checkpoint
-            self._finish(finishing)
-            yield self._reports(finishing)
-
-    def _reports(self, indices) -> dict[int, dict]:
-        return {self.seeds[i]: self.last_metrics[i] for i in indices}
-
-    def _finish(self, indices: list[int]) -> None:
-        """Test loss and accuracy of each seed's best-validation epoch: the only use of the test set."""
-        if not indices:
-            return
-        for i in indices:
-            self.status[i] = COMPLETE
-            self.last_metrics[i].update(status=COMPLETE, best_epoch=self.best_epoch[i],
-                                        best_val_acc=self.best_val_acc[i])
-        if not self.test:
-            return
+    def _test(self, indices: list[int]) -> dict[int, tuple[float, float, float]]:
         best = [self.best_state[i] if self.best_state[i] is not None else self.seed_state_dict(i)
                 for i in range(len(self.seeds))]
         t0 = time.perf_counter()
         losses, accs = self._evaluate(self.splits.eval_batches("test", EVAL_BATCH), self._stack_states(best))
         elapsed = (time.perf_counter() - t0) / len(self.seeds)
-        for i in indices:
-            self.last_metrics[i].update(test_loss=losses[i], test_acc=accs[i], test_time_s=elapsed)
+        return {i: (losses[i], accs[i], elapsed) for i in indices}
 
-    def _epoch(self, epoch: int, active: list[int]) -> dict[int, dict]:
-        k, n, batch = len(self.seeds), self.splits.n_train, self.training["batch_size"]
+    def _epoch(self, epoch: int, active: list[int]) -> dict[int, EpochRecord]:
+        k, n, batch = len(self.seeds), self.splits.n_train, self.training.batch_size
         streams = [self.splits.train_batches(batch, seed=shuffle_seed(s, epoch)) for s in self.seeds]
         mask = torch.zeros(k, device=self.device)
         mask[active] = 1.0
@@ -254,21 +166,8 @@ class StackedTrainer:
         val_loss, val_acc = self._evaluate(self.splits.eval_batches("val", EVAL_BATCH), params)
         train_eval_loss, train_eval_acc = self._evaluate(self.splits.eval_batches("train_eval", EVAL_BATCH), params)
         eval_time = (time.perf_counter() - t0) / len(active)
-        out = {}
-        for i in active:
-            if val_acc[i] > self.best_val_acc[i]:
-                self.best_val_acc[i], self.best_epoch[i] = val_acc[i], epoch
-                self.best_state[i] = self.seed_state_dict(i, params)
-            out[i] = {
-                "epoch": epoch, "status": RUNNING,
-                "train_loss": train_loss[i], "train_acc": train_acc[i],
-                "val_loss": val_loss[i], "val_acc": val_acc[i],
-                "train_eval_loss": train_eval_loss[i], "train_eval_acc": train_eval_acc[i],
-                "train_time_s": train_time, "eval_time_s": eval_time,
-                "images_per_s": n / train_time if train_time > 0 else float("nan"),
-                "num_params": self.num_params,
-            }
-        return out
+        return {i: self._record(i, epoch, (train_loss[i], train_acc[i]), (val_loss[i], val_acc[i]),
+                                (train_eval_loss[i], train_eval_acc[i]), train_time, eval_time) for i in active}
 
     @torch.inference_mode()
     def _evaluate(self, batches, params) -> tuple[list[float], list[float]]:

@@ -37,23 +37,19 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from .contract import FINISHED, EpochRecord
 from .errors import UserError
-from .trial import FINISHED
 
 SCHEMA_VERSION = 1
 TMP_PREFIX = ".tmp-"
 
+ARROW = {int: pa.int64(), float: pa.float64(), str: pa.string()}
 _ID = [("trial_id", pa.string()), ("run_id", pa.string()), ("architecture", pa.string()),
        ("dataset", pa.string()), ("seed", pa.int64())]
 
 EPOCHS = pa.schema(_ID + [
     ("stage", pa.string()),  # "benchmark", or "tune" for a tuning trial (metrics averaged over its seeds)
-    ("epoch", pa.int64()),
-    ("train_loss", pa.float64()), ("train_acc", pa.float64()),
-    ("val_loss", pa.float64()), ("val_acc", pa.float64()),
-    ("train_eval_loss", pa.float64()), ("train_eval_acc", pa.float64()),
-    ("train_time_s", pa.float64()), ("eval_time_s", pa.float64()),
-    ("images_per_s", pa.float64()),
+    *((name, ARROW[EpochRecord.types()[name]]) for name in EpochRecord.names(stored=True)),  # epoch, metrics
     ("reported_at", pa.timestamp("us", tz="UTC")),
 ])
 

@@ -19,22 +19,9 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Iterable
 
+from .contract import FINISHED, Status, TrainingSettings
 
-class Status(str, Enum):
-    """A trial's state in the store; ``FINISHED`` ones are skipped on rerun, ``ERROR`` on request."""
-
-    RUNNING = "running"
-    COMPLETE = "complete"
-    DIVERGED = "diverged"
-    ERROR = "error"
-    STOPPED = "stopped"  # a tuning scheduler (ASHA) stopped it early
-
-    def __str__(self) -> str:
-        return self.value
-
-
-FINISHED = (Status.COMPLETE.value, Status.DIVERGED.value, Status.STOPPED.value)
-
+__all__ = ["FINISHED", "Stage", "Status", "Trial", "TrainingSettings", "group_seeds", "identity_training"]
 
 class Stage(str, Enum):
     BENCHMARK = "benchmark"
@@ -53,8 +40,9 @@ NOT_IDENTITY = ("stack",)
 TUNED_KEYS = ("loc_lr", "loc_lr_mult", "lr")
 
 
-def identity_training(training: dict) -> dict:
+def identity_training(training: TrainingSettings | dict) -> dict:
     """The training settings that identify a result."""
+    training = training.as_dict() if isinstance(training, TrainingSettings) else training
     return {k: v for k, v in training.items()
             if k not in NOT_IDENTITY and not (k in IDENTITY_DEFAULTS and v == IDENTITY_DEFAULTS[k])}
 
@@ -64,17 +52,12 @@ def _digest(key: dict, n: int = 16) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
 
-def effective_loc_lr(training: dict) -> float:
-    """The localization network's learning rate: absolute ``loc_lr``, else ``loc_lr_mult`` × lr, else lr."""
-    return training.get("loc_lr") or training["lr"] * (training.get("loc_lr_mult") or 1.0)
-
-
 @dataclass(frozen=True, eq=True)
 class Trial:
     architecture: str
     dataset: str
     seeds: tuple[int, ...]
-    training: dict = field(hash=False)
+    training: TrainingSettings = field(hash=False)  # a dict is read with TrainingSettings.from_dict
     model_options: dict = field(default_factory=dict, hash=False)
     stage: Stage = Stage.BENCHMARK
     study: str | None = None  # tuning: the study it belongs to; benchmark: the study its tuned values came from
@@ -83,6 +66,8 @@ class Trial:
     def __post_init__(self):
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "stage", Stage(self.stage))
+        if isinstance(self.training, dict):
+            object.__setattr__(self, "training", TrainingSettings.from_dict(self.training))
         if not self.seeds:
             raise ValueError("a trial trains at least one seed")
 
@@ -129,7 +114,7 @@ class Trial:
     # -- derived settings ----------------------------------------------------------------------
     @property
     def loc_lr(self) -> float:
-        return effective_loc_lr(self.training)
+        return self.training.effective_loc_lr
 
     @property
     def lr_tuned(self) -> bool:
@@ -139,12 +124,12 @@ class Trial:
         return replace(self, seeds=tuple(seeds))
 
     def with_training(self, **updates) -> "Trial":
-        return replace(self, training={**self.training, **updates})
+        return replace(self, training=self.training.replace(**updates))
 
     def record(self) -> dict:
         """What the store keeps as the trial's configuration (``config_json``)."""
         return {"architecture": self.architecture, "dataset": self.dataset, "seeds": list(self.seeds),
-                "training": self.training, "model_options": self.model_options, "stage": self.stage.value,
+                "training": self.training.as_dict(), "model_options": self.model_options, "stage": self.stage.value,
                 "study": self.study, "tuned": self.tuned}
 
     # -- the Tune config -----------------------------------------------------------------------
@@ -157,7 +142,7 @@ class Trial:
         data = config["trial"] if "trial" in config else config
         seeds = tuple(data["seeds"]) if "seeds" in data else (data["seed"],)  # records written before stacking
         trial = cls(architecture=data["architecture"], dataset=data["dataset"], seeds=seeds,
-                    training=dict(data["training"]), model_options=dict(data.get("model_options") or {}),
+                    training=TrainingSettings.from_dict(data["training"]), model_options=dict(data.get("model_options") or {}),
                     stage=Stage(data.get("stage", "benchmark")), study=data.get("study"), tuned=data.get("tuned"))
         sampled = {k: config[k] for k in TUNED_KEYS if k in config and "trial" in config}
         return trial.with_training(**sampled) if sampled else trial
@@ -168,7 +153,7 @@ def group_seeds(trials: list[Trial], stack: dict[str, int] | int) -> list[Trial]
     mapping), in seed order; a cell's trials keep their first appearance's order."""
     cells: dict[tuple, list[Trial]] = {}
     for t in trials:
-        key = (t.architecture, t.dataset, json.dumps(t.training, sort_keys=True, default=str),
+        key = (t.architecture, t.dataset, json.dumps(t.training.as_dict(), sort_keys=True, default=str),
                json.dumps(t.model_options, sort_keys=True, default=str), t.stage, t.study,
                json.dumps(t.tuned, sort_keys=True, default=str))
         cells.setdefault(key, []).append(t)

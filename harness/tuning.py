@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+
 from .space import SearchSpace
-from .trial import Stage, Trial, effective_loc_lr, identity_training
+from .trial import Stage, Trial, identity_training
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Cell:
 def study_name(space: SearchSpace, architecture: str, dataset: str) -> str:
     """Changes whenever what the study optimises changes (ranges, seeds, epochs, the cell's training)."""
     key = {"tune": space.tune.model_dump(exclude={"trials", "max_concurrent", "architectures"}),
-           "training": identity_training(space.training_for(dataset).model_dump(exclude={"seeds"})),
+           "training": identity_training(space.training_for(dataset).settings()),
            "model_options": space.model_options.get(architecture, {})}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{space.name}.{architecture}.{dataset}.{digest}"
@@ -52,7 +53,7 @@ def default_point(space: SearchSpace, dataset: str) -> dict:
     point = {}
     for name in space.tune.ranges():
         if name == "loc_lr":
-            point[name] = effective_loc_lr(training.model_dump())
+            point[name] = training.settings().effective_loc_lr
         elif name == "loc_lr_mult":
             point[name] = training.loc_lr_mult or (training.loc_lr / training.lr if training.loc_lr else 1.0)
         else:
@@ -89,8 +90,8 @@ def trials_left(study, budget: int) -> int:
 def tuning_trial(space: SearchSpace, architecture: str, dataset: str, study: str) -> Trial:
     """The cell as one tuning trial: the study's seeds, the tuning stage's epochs and training subset."""
     tuning = space.tune
-    training = space.training_for(dataset).model_dump(exclude={"seeds"})
-    training.update({k: v for k, v in (("epochs", tuning.epochs), ("train_limit", tuning.train_limit)) if v})
+    training = space.training_for(dataset).settings()
+    training = training.replace(**{k: v for k, v in (("epochs", tuning.epochs), ("train_limit", tuning.train_limit)) if v})
     return Trial(architecture=architecture, dataset=dataset, seeds=tuple(tuning.seed_list()), training=training,
                  model_options=dict(space.model_options.get(architecture, {})), stage=Stage.TUNE, study=study)
 
@@ -106,7 +107,7 @@ def search(space: SearchSpace, study, storage, trial: Trial, default: dict):
     start = [default] if not study.trials and default else None
     searcher = OptunaSearch(metric="objective", mode="max", storage=storage, study_name=study.study_name,
                             points_to_evaluate=start, seed=tuning.sampler_seed + len(study.trials))
-    scheduler = (tune.schedulers.ASHAScheduler(metric="objective", mode="max", max_t=trial.training["epochs"],
+    scheduler = (tune.schedulers.ASHAScheduler(metric="objective", mode="max", max_t=trial.training.epochs,
                                                grace_period=tuning.grace_period, time_attr="epoch")
                  if tuning.scheduler == "asha" else None)
     return domains, searcher, scheduler

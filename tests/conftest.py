@@ -4,6 +4,7 @@ search-space builder and the researcher's command run as a subprocess."""
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import struct
 import signal
@@ -24,6 +25,16 @@ SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # tests start their own clusters; see shared/notes/ray-facts.md
+
+
+def epoch_records(runner, epochs: int | None = None) -> list:
+    """A runner's reports as plain dicts, epoch by epoch: for a one-seed runner the seed's record, for several
+    seeds {seed: record}. ``epochs`` stops after that many reports (the runner stays resumable)."""
+    out = []
+    for per_seed in itertools.islice(runner.run(), epochs):
+        dicts = {seed: r.as_dict() for seed, r in per_seed.items()}
+        out.append(next(iter(dicts.values())) if len(runner.seeds) == 1 else dicts)
+    return out
 
 
 def write_idx(path: Path, array) -> None:

@@ -19,7 +19,7 @@ from analysis import figures, metrics, stats
 from analysis import format as fmt
 from analysis.load import _benchmark_only, _expected_trials, load
 from analysis.report import analyse, build, main, parse_targets, recorded_data_dir, render
-from conftest import space_yaml
+from conftest import epoch_records, space_yaml
 from harness.errors import UserError
 from harness.space import parse_space
 from harness.store import ResultsStore
@@ -313,6 +313,7 @@ def test_command_line(synth, tmp_path, capsys):
 @pytest.fixture(scope="session")
 def trained_store(tmp_path_factory, mnist_root):
     """A store with one real, tiny stnet trial and its checkpoint in the callback's layout."""
+    from harness.contract import Checkpoint
     from harness.train import Trainer, load_splits
     from harness.trial import Trial
 
@@ -323,13 +324,10 @@ def trained_store(tmp_path_factory, mnist_root):
     training = Training(epochs=1, lr=0.05, momentum=0.5, val_size=100, train_limit=256, test_limit=200)
     trial = Trial(architecture="stnet", dataset="mnist", seeds=(0,), training=training.model_dump(exclude={"seeds"}))
     trainer = Trainer(trial, load_splits(trial, mnist_root))
-    metrics_ = list(trainer.run())[-1]
+    metrics_ = epoch_records(trainer)[-1]
     synth.trial("stnet", 0, [metrics_["val_acc"]], test_acc=metrics_["test_acc"], trial_id="real-stnet")
-    buf = io.BytesIO()
-    state = trainer.state_dict()
-    torch.save({"state_dict": state["best_state"], "best_epoch": state["best_epoch"], "model_spec": state["model_spec"],
-                "trial": trial.record()}, buf)
-    synth.store.put_checkpoint("real-stnet", buf.getvalue())
+    saved = Checkpoint(model_spec=trainer.model_spec, best=trainer.best_weights(), trainer=trainer.state_dict())
+    synth.store.put_checkpoint("real-stnet", saved.for_seed(0, trial.record()).to_bytes())
     synth.trial("convnet", 0, [0.5])  # complete, but its checkpoint is missing
     return root, metrics_["test_acc"]
 

@@ -5,14 +5,14 @@ device and reads the loss and the correct count back after every batch, as the r
 """
 
 import copy
-
+import math
 from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import space_yaml
+from conftest import epoch_records, space_yaml
 from harness.errors import UserError
 from harness.space import load_space, parse_space
 from harness.trial import IDENTITY_DEFAULTS as FAST_PATH_DEFAULTS
@@ -28,9 +28,9 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 class SyncingTrainer(Trainer):
     """The fast path off: host-resident data, a copy to the device and a host sync per batch."""
 
-    def _epoch(self, epoch: int) -> dict:
+    def _epoch(self, epoch: int, active: list[int]) -> dict:
         x, y = self.host["train_x"], self.host["train_y"]
-        n, batch = len(y), self.training["batch_size"]
+        n, batch = len(y), self.training.batch_size
         shuffle = torch.Generator().manual_seed(self.seed * 100_003 + epoch)  # the trainer's order
         order = torch.randperm(n, generator=shuffle)
         loss_sum, correct = 0.0, 0
@@ -45,12 +45,8 @@ class SyncingTrainer(Trainer):
             self.optimizer.step()
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yb).sum().item())
-        val_loss, val_acc = self.evaluate(self.host["val_x"], self.host["val_y"])
-        if val_acc > self.best_val_acc:
-            self.best_val_acc, self.best_epoch = val_acc, epoch
-            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        return {"epoch": epoch, "status": "running", "train_loss": loss_sum / n, "train_acc": correct / n,
-                "val_loss": val_loss, "val_acc": val_acc}
+        val = self.evaluate(self.host["val_x"], self.host["val_y"])
+        return {0: self._record(0, epoch, (loss_sum / n, correct / n), val, (math.nan, math.nan), 1.0, 0.0)}
 
     @torch.inference_mode()
     def evaluate(self, x, y):
@@ -63,10 +59,10 @@ class SyncingTrainer(Trainer):
             correct += int((logits.argmax(1) == target).sum().item())
         return loss_sum / len(y), correct / len(y)
 
-    def final_metrics(self) -> dict:
-        self.model.load_state_dict(self.best_state)
+    def _test(self, indices):
+        self.model.load_state_dict(self.best_state[0])
         test_loss, test_acc = self.evaluate(self.host["test_x"], self.host["test_y"])
-        return {"status": "complete", "test_loss": test_loss, "test_acc": test_acc}
+        return {0: (test_loss, test_acc, 0.0)}
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +82,13 @@ def with_switches(trial: dict, **switches) -> dict:
 def run_syncing(trial, splits, device):
     trainer = SyncingTrainer(trial, splits.to(device), device)
     trainer.host = {k: getattr(splits, k).cpu() for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
-    return list(trainer.run())
+    return epoch_records(trainer)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("arch", ["convnet", "stnet", "coordconv", "stcoordconv"])
 def test_same_seed_gives_the_same_accuracy_with_the_fast_path_on_and_off(trials, splits, arch, device):
-    fast = list(Trainer(trials[arch], splits.to(device), device).run())
+    fast = epoch_records(Trainer(trials[arch], splits.to(device), device))
     slow = run_syncing(trials[arch], splits, device)
     # The same kernels on the same numbers: logits, hence accuracies, are equal. Only the loss sums differ: a
     # float32 running sum on the device against Python floats. A sum of n positive float32 terms is off by at
@@ -146,8 +142,8 @@ def test_channels_last_changes_only_rounding(trials, splits, arch):
         assert err_cl <= 3 * err_plain + floor, (name, err_cl.item(), err_plain.item())
         assert (p.grad - q.grad).double().norm() <= 4 * err_plain + floor, name
     # whole runs (fresh trainers: each seeds the RNG when built): rounding differences grow over training
-    a = list(Trainer(trials[arch], splits).run())
-    b = list(Trainer(with_switches(trials[arch], channels_last=True), splits).run())
+    a = epoch_records(Trainer(trials[arch], splits))
+    b = epoch_records(Trainer(with_switches(trials[arch], channels_last=True), splits))
     assert [m["train_loss"] for m in b] == pytest.approx([m["train_loss"] for m in a], rel=0.01)
     assert b[-1]["val_acc"] == pytest.approx(a[-1]["val_acc"], abs=0.05)
 
@@ -159,8 +155,8 @@ def test_bf16_autocast_keeps_weights_loss_and_metrics_in_float32(trials, splits,
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert trainer.model(splits.train_x[:8]).dtype == torch.bfloat16  # the model does run in bf16 ...
     assert trainer._forward(splits.train_x[:8]).dtype == torch.float32  # ... and hands float32 logits to the loss
-    fp32 = list(Trainer(trials[arch], splits).run())
-    bf16 = list(Trainer(with_switches(trials[arch], precision="bf16"), splits).run())
+    fp32 = epoch_records(Trainer(trials[arch], splits))
+    bf16 = epoch_records(Trainer(with_switches(trials[arch], precision="bf16"), splits))
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
     assert bf16[-1]["status"] == "complete"
     # bf16 keeps 8 significant bits (unit roundoff 2^-8 ≈ 0.4%); over two short epochs the loss stays within a
@@ -181,9 +177,9 @@ def test_compile_wrapper_keeps_the_state_dict_keys(trials, splits):
 @pytest.mark.slow
 def test_compile_gives_the_same_accuracy_and_checkpoints_loadable_without_it(trials, splits):
     """Slow: compiling takes 10-20 s on 2 CPU cores."""
-    a = list(Trainer(trials["convnet"], splits).run())
+    a = epoch_records(Trainer(trials["convnet"], splits))
     compiled = Trainer(with_switches(trials["convnet"], compile=True), splits)
-    b = list(compiled.run())  # the compiled model is called: trained and evaluated
+    b = epoch_records(compiled)  # the compiled model is called: trained and evaluated
     assert b[-1]["val_acc"] == pytest.approx(a[-1]["val_acc"], abs=0.05)
     assert b[-1]["train_loss"] == pytest.approx(a[-1]["train_loss"], rel=0.1)
     plain = Trainer(trials["convnet"], splits)  # a checkpoint of the trained compiled model serves the plain one

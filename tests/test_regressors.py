@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from conftest import epoch_records
 from torch import nn
 
 from harness.data import DATASETS
@@ -54,7 +56,7 @@ def test_the_plain_regressor_cannot_see_where_the_object_is():
 def _train(arch, splits, epochs):
     training = Training(optimizer="adam", lr=0.003, epochs=epochs, batch_size=32, val_size=100).model_dump(exclude={"seeds"})
     trainer = Trainer(Trial(architecture=arch, dataset="clevr_quadrant_onehot", seeds=(0,), training=training), splits)
-    return list(trainer.run())[-1]
+    return epoch_records(trainer)[-1]
 
 
 @pytest.mark.slow

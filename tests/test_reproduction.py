@@ -79,7 +79,7 @@ def test_the_default_protocol_keeps_existing_trial_ids():
     import dataclasses
 
     trial = parse_space("name: t\narchitectures: [convnet]\ndatasets: {mnist: {}}\n").trials()[0]
-    before = {k: v for k, v in trial.training.items() if k != "protocol"}
+    before = {k: v for k, v in trial.training.as_dict().items() if k != "protocol"}
     assert dataclasses.replace(trial, training=before).trial_id == trial.trial_id
     assert "protocol" not in identity_training(trial.training)
     study = parse_space("name: t\narchitectures: [convnet]\ntraining: {protocol: study}\ndatasets: {mnist: {}}\n").trials()[0]

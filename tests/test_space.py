@@ -42,9 +42,9 @@ datasets:
     trials = space.trials()
     assert len(trials) == 2 * 3 + 2 * 2
     mnist = [t for t in trials if t.dataset == "mnist"]
-    assert {t.seed for t in mnist} == {3, 7, 9} and {t.training["lr"] for t in mnist} == {0.005}
+    assert {t.seed for t in mnist} == {3, 7, 9} and {t.training.lr for t in mnist} == {0.005}
     fashion = [t for t in trials if t.dataset == "fashion_mnist"]
-    assert {t.training["lr"] for t in fashion} == {0.1} and {t.training["epochs"] for t in fashion} == {4}
+    assert {t.training.lr for t in fashion} == {0.1} and {t.training.epochs for t in fashion} == {4}
     assert len({t.trial_id for t in trials}) == len(trials)
 
 

@@ -13,12 +13,13 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import epoch_records
 from harness.data import ImageSplits
 from harness.models import build_model
 from harness.models.convnet import ConvNet
 from harness.space import parse_space
 from harness.stacked import StackedTrainer
-from harness.train import Trainer, effective_loc_lr, load_splits
+from harness.train import Trainer, load_splits
 
 REPO = Path(__file__).resolve().parent.parent
 ARCHS = ["convnet", "stnet", "coordconv", "stcoordconv"]
@@ -61,7 +62,7 @@ def test_each_stacked_seed_starts_from_its_unstacked_weights_with_the_same_optim
         assert [(g["name"], g["lr"], [tuple(p.shape[1:]) for p in g["params"]]) for g in stack.optimizer.param_groups] \
             == [(g["name"], g["lr"], [tuple(p.shape) for p in g["params"]]) for g in alone.optimizer.param_groups]
     if arch.startswith("st"):
-        assert stack.optimizer.param_groups[1]["lr"] == effective_loc_lr(trials[arch].training) == 0.025
+        assert stack.optimizer.param_groups[1]["lr"] == trials[arch].training.effective_loc_lr == 0.025
 
 
 def cut(splits: ImageSplits, n: int, dtype=torch.float32) -> ImageSplits:
@@ -84,14 +85,14 @@ def test_a_stacked_seeds_losses_agree_with_its_unstacked_run_to_float_tolerance(
     trial = trials[arch].with_training(lr=0.01, epochs=2)
     stack = StackedTrainer(trial.with_seeds(seeds), data)
     without_dropout(stack.base)
-    stacked = list(stack.run())
+    stacked = epoch_records(stack)
     for seed in seeds:
         runs = {}
         for name, dtype in (("f32", torch.float32), ("f64", torch.float64)):
             data = cut(splits, 192, dtype)
             trainer = Trainer(trial.with_seeds([seed]), data)
             without_dropout(trainer.model).to(dtype)
-            runs[name] = list(trainer.run())
+            runs[name] = epoch_records(trainer)
         triples = [(s[seed][k], f32[k], f64[k]) for s, f32, f64 in zip(stacked, runs["f32"], runs["f64"]) for k in LOSSES]
         own_error = max(abs(f32 - f64) for _, f32, f64 in triples)  # this computation's float32 error level
         for s, f32, f64 in triples:
@@ -105,9 +106,9 @@ def test_stacked_and_unstacked_seeds_reach_statistically_equivalent_accuracy(tri
     trial = trials["convnet"].with_training(epochs=2, train_limit=1000)
     data = load_splits(trial, mnist_root)
     seeds = [0, 1, 2, 3]
-    stacked = [m[s]["test_acc"] for m in StackedTrainer(trial.with_seeds(seeds), data).run() for s in seeds
-               if "test_acc" in m[s]]
-    alone = [list(Trainer(trial.with_seeds([s]), data).run())[-1]["test_acc"] for s in seeds]
+    stacked = [m[s].test_acc for m in StackedTrainer(trial.with_seeds(seeds), data).run() for s in seeds
+               if m[s].test_acc is not None]
+    alone = [epoch_records(Trainer(trial.with_seeds([s]), data))[-1]["test_acc"] for s in seeds]
     assert len(stacked) == len(alone) == 4 and min(stacked + alone) > 0.3  # chance: 0.1
     se = math.sqrt(statistics.variance(stacked) / 4 + statistics.variance(alone) / 4)
     assert abs(statistics.mean(stacked) - statistics.mean(alone)) <= 3 * se + 1 / len(data.test_y)
@@ -116,13 +117,13 @@ def test_stacked_and_unstacked_seeds_reach_statistically_equivalent_accuracy(tri
 def test_resuming_a_stack_mid_run_matches_an_uninterrupted_run(trials, splits, tmp_path):
     seeds = [0, 1]
     trial = trials["stnet"].with_seeds(seeds)  # dropout on: the RNG state travels with the checkpoint
-    straight = list(StackedTrainer(trial, splits).run())
+    straight = epoch_records(StackedTrainer(trial, splits))
     first = StackedTrainer(trial, splits)
-    head = next(first.run())
+    head = epoch_records(first, epochs=1)[0]
     torch.save(first.state_dict(), tmp_path / "state.pt")
     resumed = StackedTrainer(trial, splits)
     resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
-    tail = list(resumed.run())
+    tail = epoch_records(resumed)
     assert [sorted(m) for m in [head, *tail]] == [seeds] * 3
     assert [m[0]["epoch"] for m in tail] == [2, 3]
     for seed in seeds:
@@ -137,11 +138,11 @@ def test_a_diverging_seed_stops_alone_and_the_others_are_untouched(trials, split
     """Seed 1's weights poisoned with inf: it reports ``diverged`` once and then nothing; seeds 0 and 2 train
     exactly as in a clean stack (no NaN leaks through the batched kernels)."""
     trial = trials["stnet"].with_seeds([0, 1, 2])
-    clean = list(StackedTrainer(trial, splits).run())
+    clean = epoch_records(StackedTrainer(trial, splits))
     poisoned = StackedTrainer(trial, splits)
     with torch.no_grad():
         poisoned.params["classifier.fc2.weight"][1].fill_(math.inf)
-    reports = list(poisoned.run())
+    reports = epoch_records(poisoned)
     assert [sorted(r) for r in reports] == [[0, 1, 2], [0, 2], [0, 2]]
     assert reports[0][1]["status"] == "diverged" and reports[0][1]["diverged_epoch"] == 1
     assert not math.isfinite(reports[0][1]["train_loss"])
@@ -151,14 +152,14 @@ def test_a_diverging_seed_stops_alone_and_the_others_are_untouched(trials, split
         assert reports[-1][seed]["test_acc"] == clean[-1][seed]["test_acc"]
     resumed = StackedTrainer(trial, splits)  # after the end, a restart says the result again
     resumed.load_state_dict(poisoned.state_dict())
-    again = list(resumed.run())
+    again = epoch_records(resumed)
     assert len(again) == 1 and again[0][1]["status"] == "diverged" and again[0][2]["test_acc"] == clean[-1][2]["test_acc"]
 
 
 def test_best_validation_weights_load_into_the_unstacked_model(trials, splits):
     trial = trials["stcoordconv"]
     stack = StackedTrainer(trial.with_seeds([5, 6]), splits)
-    final = list(stack.run())[-1]
+    final = epoch_records(stack)[-1]
     for i, seed in enumerate([5, 6]):
         model = build_model("stcoordconv", splits.in_shape, splits.num_classes)
         model.load_state_dict(stack.best_weights()[seed]["state_dict"])
@@ -171,8 +172,8 @@ def test_best_validation_weights_load_into_the_unstacked_model(trials, splits):
 
 def test_metrics_have_the_trainers_keys(trials, splits):
     trial = trials["convnet"].with_training(epochs=1)
-    alone = list(Trainer(trial, splits).run())[-1]
-    stacked = list(StackedTrainer(trial.with_seeds([0, 1]), splits).run())[-1]
+    alone = epoch_records(Trainer(trial, splits))[-1]
+    stacked = epoch_records(StackedTrainer(trial.with_seeds([0, 1]), splits))[-1]
     assert stacked[0].keys() == stacked[1].keys() == alone.keys()
     for switch in ("compile", "channels_last"):
         with pytest.raises(ValueError, match=switch):

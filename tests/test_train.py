@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from conftest import space_yaml
+from conftest import epoch_records, space_yaml
 from harness.space import parse_space
 from harness.train import Trainer, build_optimizer, load_splits
 
@@ -24,8 +24,8 @@ def splits(mnist_root, trials):
 
 @pytest.mark.parametrize("arch", ["convnet", "stnet", "coordconv", "stcoordconv"])
 def test_same_seed_gives_the_same_metrics(trials, splits, arch):
-    a = list(Trainer(trials[arch], splits).run())
-    b = list(Trainer(trials[arch], splits).run())
+    a = epoch_records(Trainer(trials[arch], splits))
+    b = epoch_records(Trainer(trials[arch], splits))
     assert [m["val_loss"] for m in a] == [m["val_loss"] for m in b]
     assert a[-1]["test_acc"] == b[-1]["test_acc"]
     assert [m["epoch"] for m in a] == [1, 2, 3] and a[-1]["status"] == "complete"
@@ -34,20 +34,20 @@ def test_same_seed_gives_the_same_metrics(trials, splits, arch):
 
 
 def test_learns(trials, splits):
-    metrics = list(Trainer(trials["convnet"], splits).run())
+    metrics = epoch_records(Trainer(trials["convnet"], splits))
     assert metrics[-1]["val_acc"] > 0.3  # chance is 0.1
     assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
 
 
 def test_resuming_from_a_checkpoint_matches_an_uninterrupted_run(trials, splits, tmp_path):
     trial = trials["stnet"]
-    straight = list(Trainer(trial, splits).run())
+    straight = epoch_records(Trainer(trial, splits))
     first = Trainer(trial, splits)
-    head = next(first.run())
+    head = epoch_records(first, epochs=1)[0]
     torch.save(first.state_dict(), tmp_path / "state.pt")
     resumed = Trainer(trial, splits)
     resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
-    tail = list(resumed.run())
+    tail = epoch_records(resumed)
     assert [m["epoch"] for m in tail] == [2, 3]
     assert [m["val_loss"] for m in [head, *tail]] == pytest.approx([m["val_loss"] for m in straight], rel=1e-6)
     assert tail[-1]["test_acc"] == straight[-1]["test_acc"]
@@ -55,16 +55,16 @@ def test_resuming_from_a_checkpoint_matches_an_uninterrupted_run(trials, splits,
 
 def test_test_metrics_come_from_the_best_validation_epoch(trials, splits):
     trainer = Trainer(trials["convnet"], splits)
-    metrics = list(trainer.run())
+    metrics = epoch_records(trainer)
     best = max(metrics, key=lambda m: m["val_acc"])
     assert metrics[-1]["best_epoch"] == best["epoch"] and metrics[-1]["best_val_acc"] == best["val_acc"]
-    trainer.model.load_state_dict(trainer.best_state)
+    trainer.model.load_state_dict(trainer.best_weights()[trainer.seed]["state_dict"])
     assert trainer.evaluate(splits.test_x, splits.test_y)[1] == metrics[-1]["test_acc"]
 
 
 def test_divergence_ends_the_trial_with_status_diverged(trials, splits):
     trial = trials["convnet"].with_training(lr=1e6, momentum=0.9)
-    metrics = list(Trainer(trial, splits).run())
+    metrics = epoch_records(Trainer(trial, splits))
     assert metrics[-1]["status"] == "diverged" and metrics[-1]["diverged_epoch"] == len(metrics)
     assert not math.isfinite(metrics[-1]["train_loss"])
 

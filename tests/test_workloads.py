@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from conftest import epoch_records
+
 from harness.data import DATASETS
 from harness.data.distorted import KINDS, distort
 from harness.models import build_model
@@ -59,7 +61,7 @@ def test_distorted_loader_caches_and_trains_each_model(fake_root, monkeypatch, t
 def _train_one_epoch(arch, dataset, splits, **training):
     trial = Trial(arch, dataset, seeds=(0,), training={"epochs": 1, "batch_size": 32, "optimizer": "sgd", "lr": 0.01,
                                                        "momentum": 0.5, "weight_decay": 0.0, **training})
-    metrics = list(Trainer(trial, splits).run())[-1]
+    metrics = epoch_records(Trainer(trial, splits))[-1]
     assert metrics["status"] == "complete" and 0 <= metrics["test_acc"] <= 1
     return metrics
 

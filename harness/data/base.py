@@ -79,7 +79,7 @@ class Dataset(Protocol):
     outputs: classes, or a regression target's components) let models be built without loading any data;
     ``convergence_target`` is the validation accuracy at which the report stops the convergence clock.
     ``prepare`` checks (downloads, generates) the files before any trial starts; ``load`` runs inside a
-    trial and returns ``ImageSplits`` (whole tensors) or ``LoaderSplits`` (DataLoader workers).
+    trial, builds the splits of the given ``protocol`` (one of ``protocols``), and returns ``ImageSplits`` (whole tensors) or ``LoaderSplits`` (DataLoader workers).
     """
 
     name: str
@@ -87,13 +87,20 @@ class Dataset(Protocol):
     in_shape: tuple[int, int, int]
     num_classes: int
     convergence_target: float | None
+    protocols: tuple[str, ...]  # the splits-and-normalisation protocols ``load`` offers; the first is the default
 
     def prepare(self, data_dir: Path, download: bool = True) -> None: ...
 
     def split_sizes(self, data_dir: Path) -> tuple[int, int]: ...
 
     def load(self, data_dir: Path, val_size: int, split_seed: int = 0, train_limit: int | None = None,
-             test_limit: int | None = None): ...
+             test_limit: int | None = None, protocol: str = "standard"): ...
+
+
+def check_protocol(dataset, protocol: str) -> None:
+    """A protocol the dataset does not declare is a mistake, never silently the standard one."""
+    if protocol not in dataset.protocols:
+        raise ValueError(f"protocol: {protocol!r} is not defined for {dataset.name}; allowed: {', '.join(dataset.protocols)}")
 
 
 def carve(n_train: int, val_size: int, split_seed: int, train_limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..tasks import Regression
-from .base import ImageSplits, carve, first
+from .base import ImageSplits, carve, check_protocol, first
 
 CANVAS, SQUARE = 64, 9
 LOW, HIGH = SQUARE // 2, CANVAS - 1 - SQUARE // 2  # centres 4..59
@@ -76,6 +76,7 @@ class NotSoClevr:
     before its ceiling under the dataset's reference protocol, so it measures speed, not the final accuracy.
     Here exact-pixel accuracy on validation centres drawn like the training ones: paper_coordconv_small
     reached 87 % (convnet) and 82 % (coordconv)."""
+    protocols = ("standard",)
     input: str = "square"  # "square" or "onehot"
     task = TASK
     target_dim = 2
@@ -89,8 +90,9 @@ class NotSoClevr:
         test = int(split_mask(self.split, centres()).sum())
         return len(centres()) - test, test
 
-    def load(self, data_dir: Path, val_size: int, split_seed: int = 0,
-             train_limit: int | None = None, test_limit: int | None = None) -> ImageSplits:
+    def load(self, data_dir: Path, val_size: int, split_seed: int = 0, train_limit: int | None = None,
+             test_limit: int | None = None, protocol: str = "standard") -> ImageSplits:
+        check_protocol(self, protocol)
         points = centres()
         test = split_mask(self.split, points)
         train_points, test_points = points[~test], points[test]

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..tasks import CLASSIFICATION
-from .base import ImageSplits, carve, first
+from .base import ImageSplits, carve, check_protocol, first
 from .mnist import MNIST, IDXImageDataset
 
 CACHE_ENV = "STBENCH_CACHE_DIR"
@@ -167,6 +167,8 @@ def _writable(folder: Path) -> bool:
 class DistortedMNIST:
     """MNIST under one distortion protocol; the official train/test split, validation carved from train."""
 
+    protocols = ("standard",)  # the distortions are the paper's protocols; the splits have one
+
     name: str
     kind: str
     source: IDXImageDataset = MNIST
@@ -225,8 +227,9 @@ class DistortedMNIST:
                             f"set ${CACHE_ENV} to a writable folder") from None
         return data
 
-    def load(self, data_dir: Path, val_size: int, split_seed: int = 0,
-             train_limit: int | None = None, test_limit: int | None = None) -> ImageSplits:
+    def load(self, data_dir: Path, val_size: int, split_seed: int = 0, train_limit: int | None = None,
+             test_limit: int | None = None, protocol: str = "standard") -> ImageSplits:
+        check_protocol(self, protocol)
         data = self._images(Path(data_dir))
         train_idx, val_idx = carve(len(data["train_y"]), val_size, split_seed, train_limit)
         test_x, test_y = first(data["test_x"], test_limit), first(data["test_y"], test_limit)
