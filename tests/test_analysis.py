@@ -501,3 +501,28 @@ def test_hardware_label_is_the_one_the_plan_and_the_report_group_by():
     assert hardware_label("cpu", "AMD EPYC", None) == "CPU AMD EPYC"
     assert hardware_label("cpu", None, None) == "CPU unknown"
     assert hardware_label(None, "AMD EPYC", None) is None  # rows from before the device was recorded
+
+
+def test_a_study_protocol_trials_figures_use_the_studys_test_half(tmp_path, mnist_root):
+    """``protocol: study`` evaluates on the study's half of the official test set (5,000 of MNIST's 10,000): the
+    confusion matrix of such a trial's checkpoint counts exactly that half, not the standard test split."""
+    from analysis.checkpoints import inspect_checkpoints
+    from harness.contract import Checkpoint
+    from harness.data import DATASETS
+    from harness.models import build_model
+    from harness.train import load_splits
+    from harness.trial import Trial
+
+    synth = Synth(tmp_path / "store")
+    synth.trial("convnet", 0, [0.5], trial_id="study-convnet")
+    trial = Trial("convnet", "mnist", (0,), training={"protocol": "study", "val_size": 100})
+    splits = load_splits(trial, mnist_root)
+    standard = DATASETS["mnist"].split_sizes(mnist_root)[1]
+    assert len(splits.test_y) == standard // 2  # 5,000 with the real MNIST
+    model = build_model("convnet", splits.in_shape, splits.num_classes)
+    spec = {"architecture": "convnet", "in_shape": list(splits.in_shape), "num_classes": 10,
+            "classes": list(splits.classes), "model_options": {}}
+    saved = Checkpoint(model_spec=spec, best={0: {"state_dict": model.state_dict(), "best_epoch": 1}})
+    synth.store.put_checkpoint("study-convnet", saved.for_seed(0, trial.record()).to_bytes())
+    (confusion,) = inspect_checkpoints(load(synth.root), mnist_root).confusions
+    assert confusion.matrix.sum() == len(splits.test_y) != standard
