@@ -89,21 +89,24 @@ class _TestSets:
     """Test splits rebuilt from trial configs (protocol included: the split each trial was evaluated on), loaded
     once per distinct set of split settings."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, dataset):
         self.data_dir = data_dir
+        self.dataset = dataset
         self.cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def get(self, dataset: str, training: TrainingSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    def get(self, training: TrainingSettings) -> tuple[torch.Tensor, torch.Tensor]:
         options = training.split_options()
-        key = (dataset, *options.values())
+        key = tuple(options.values())
         if key not in self.cache:
-            splits = DATASETS[dataset].load(self.data_dir, **options)
+            splits = self.dataset.load(self.data_dir, **options)
             self.cache[key] = (splits.test_x, splits.test_y)
         return self.cache[key]
 
 
-def inspect_checkpoints(results: Results, data_dir: str | Path, n_transform: int = 12, n_misclassified: int = 16) -> Inspection:
-    """Evaluate every complete trial's checkpoint on its test split.
+def inspect_checkpoints(results: Results, data_dir: str | Path, n_transform: int = 12, n_misclassified: int = 16,
+                        cache_dir: Path | None = None) -> Inspection:
+    """Evaluate every complete trial's checkpoint on its test split (``cache_dir``: where generated datasets'
+    images are kept, e.g. the cache the run recorded, so they are read back rather than generated again).
 
     Confusion matrices sum all seeds of an architecture; the transformer grid and
     the misclassified examples come from one representative checkpoint per
@@ -116,9 +119,9 @@ def inspect_checkpoints(results: Results, data_dir: str | Path, n_transform: int
         out.notes.append("no complete trials yet, so no checkpoints to inspect")
         return out
     for dataset, trials in done.groupby("dataset"):
-        if not _dataset_ready(dataset, data_dir, out.notes):
+        if not _dataset_ready(dataset, _dataset(dataset, cache_dir), data_dir, out.notes):
             continue
-        tests = _TestSets(data_dir)
+        tests = _TestSets(data_dir, _dataset(dataset, cache_dir))
         counts: dict[str, Confusion] = {}
         missing = []
         for row in trials.sort_values("seed").itertuples():
@@ -128,7 +131,7 @@ def inspect_checkpoints(results: Results, data_dir: str | Path, n_transform: int
                 continue
             try:
                 model, saved = load_checkpoint(path)
-                x, y = tests.get(dataset, Trial.from_config(saved.trial).training)
+                x, y = tests.get(Trial.from_config(saved.trial).training)
             except Exception as e:  # a corrupt file or an architecture this code no longer builds: note it, go on
                 out.notes.append(f"{dataset}: checkpoint of {row.architecture}/seed {row.seed} ({path.name}) could not "
                                  f"be evaluated: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
@@ -161,19 +164,27 @@ def inspect_checkpoints(results: Results, data_dir: str | Path, n_transform: int
     return out
 
 
-def _dataset_ready(dataset: str, data_dir: Path, notes: list[str]) -> bool:
-    if dataset not in DATASETS:
-        notes.append(f"{dataset}: this code has no loader for the dataset, so its checkpoint figures are skipped")
+def _dataset(name: str, cache_dir: Path | None):
+    """The registered dataset (None when this code has none), reading generated images from ``cache_dir``."""
+    dataset = DATASETS.get(name)
+    if dataset is not None and cache_dir is not None and hasattr(dataset, "with_cache"):
+        return dataset.with_cache(cache_dir)
+    return dataset
+
+
+def _dataset_ready(name: str, dataset, data_dir: Path, notes: list[str]) -> bool:
+    if dataset is None:
+        notes.append(f"{name}: this code has no loader for the dataset, so its checkpoint figures are skipped")
         return False
-    task = getattr(DATASETS[dataset], "task", None)
-    if task is not None and task.name != "classification":
-        notes.append(f"{dataset}: a {task.name} task, so the classification figures (confusion matrices, "
+    task = dataset.task
+    if task.name != "classification":
+        notes.append(f"{dataset.name}: a {task.name} task, so the classification figures (confusion matrices, "
                      "misclassified images) are skipped")
         return False
     try:
-        DATASETS[dataset].prepare(data_dir, download=False)
+        dataset.prepare(data_dir, download=False)
     except UserError as e:
-        notes.append(f"{dataset}: checkpoint figures skipped, its test images are not available ({e}); pass "
+        notes.append(f"{dataset.name}: checkpoint figures skipped, its test images are not available ({e}); pass "
                      f"--data-dir DIR or set ${DATA_DIR_ENV}")
         return False
     return True

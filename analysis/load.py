@@ -22,8 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from harness.contract import TrainingSettings
+from harness.data import DATA_DIR_ENV, DATASETS, resolve_data_dir
+from harness.data.distorted import CACHE_ENV
 from harness.errors import UserError
 from harness.provenance import hardware_label
 from harness.store import ResultsStore
@@ -223,3 +226,95 @@ def _training(config_json) -> TrainingSettings | None:
         return TrainingSettings.from_dict(json.loads(config_json)["training"])
     except (TypeError, ValueError, KeyError, AttributeError):
         return None
+
+
+# -- what the analysis is asked about: convergence targets, and where the data and its cache are --------
+def parse_targets(items: list[str] | None, defaults: dict[str, float] | None = None) -> dict[str, float]:
+    """``["mnist=0.98", "fashion_mnist=85%"]`` over ``defaults`` (none: only what is given, which then
+    overrides the datasets' and spaces' own targets); a clear UserError for anything else."""
+    targets = dict(defaults or {})
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            number = float(value.rstrip("% ")) / (100 if value.strip().endswith("%") else 1)
+        except ValueError:
+            number = float("nan")
+        if not sep or not name.strip() or not 0 < number <= 1:
+            raise UserError(f"--target: expected DATASET=ACCURACY with an accuracy in (0, 1] or a percentage, "
+                            f"e.g. mnist=0.98 or mnist=98% (got {item!r})")
+        targets[name.strip()] = number
+    return targets
+
+
+def space_targets(results: Results, notes: list[str] | None = None) -> dict[str, float]:
+    """The ``targets:`` each analysed space declared (read from the YAML kept in the store, leniently, so a
+    store written under an older or newer schema still yields them); conflicting spaces are noted."""
+    found: dict[str, float] = {}
+    for name, text in sorted(results.spaces.items()):
+        try:
+            declared = (yaml.safe_load(text) or {}).get("targets") or {}
+        except (yaml.YAMLError, AttributeError):
+            continue
+        for dataset, value in declared.items() if isinstance(declared, dict) else ():
+            if isinstance(value, (int, float)) and 0 < value <= 1:
+                if dataset in found and found[dataset] != value and notes is not None:
+                    notes.append(f"spaces declare different targets for {dataset}; using {value:g} (space {name!r})")
+                found[dataset] = float(value)
+    return found
+
+
+def resolve_targets(results: Results, overrides: dict[str, float] | None = None,
+                    notes: list[str] | None = None) -> dict[str, float]:
+    """Each dataset's own ``convergence_target``, then the space's ``targets:``, then ``--target``."""
+    return {**default_targets(), **space_targets(results, notes), **(overrides or {})}
+
+
+def recorded_data_dir(runs: pd.DataFrame) -> str | None:
+    """The data directory the latest run that recorded one used (None when no run recorded it)."""
+    return _recorded(runs, "data_dir")
+
+
+def _recorded(runs: pd.DataFrame | None, key: str, accept=lambda value: True) -> str | None:
+    """The newest run's recorded ``key`` that ``accept`` takes: the runs table's column of that name, else the
+    key of the run's ``provenance_json``; None when no run recorded one."""
+    if runs is None or runs.empty:
+        return None
+    for row in runs.sort_values("started_at", ascending=False).itertuples():
+        value = getattr(row, key, None)
+        if not isinstance(value, str) or not value:
+            try:
+                value = json.loads(getattr(row, "provenance_json", None) or "{}").get(key)
+            except (TypeError, ValueError, AttributeError):
+                value = None
+        if isinstance(value, str) and value and accept(value):
+            return value
+    return None
+
+
+def choose_data_dir(results: Results, given: str | os.PathLike | None) -> tuple[Path, str]:
+    """``--data-dir`` when given, else the directory the run recorded (when it still exists here), else
+    ``$STBENCH_DATA_DIR``, else ``./datasets``; with where it came from, for the notes."""
+    if given:
+        return resolve_data_dir(given), "--data-dir"
+    recorded = recorded_data_dir(results.runs)
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded), "recorded by the run"
+    if os.environ.get(DATA_DIR_ENV):
+        source = f"${DATA_DIR_ENV}" + (f" (the run's {recorded} is not here)" if recorded else "")
+        return resolve_data_dir(None), source
+    return resolve_data_dir(None), "default ./datasets" + (f" (the run's {recorded} is not here)" if recorded else "")
+
+
+def recorded_cache_dir(runs: pd.DataFrame) -> Path | None:
+    """The dataset cache the run recorded (``cache_dir`` column or provenance key), where it still exists, for
+    the weights to be examined on the same generated images; None when ``$STBENCH_CACHE_DIR`` says otherwise
+    (the user's own setting wins) or nothing usable was recorded."""
+    if os.environ.get(CACHE_ENV):
+        return None
+    recorded = _recorded(runs, "cache_dir", accept=lambda value: Path(value).is_dir())
+    return Path(recorded) if recorded else None
+
+
+def default_targets() -> dict[str, float]:
+    """Each dataset's own convergence target (the validation accuracy that stops the convergence clock)."""
+    return {name: d.convergence_target for name, d in DATASETS.items() if d.convergence_target is not None}

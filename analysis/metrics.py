@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .load import KEY
+from .load import KEY, default_targets
 
 BASELINE = "convnet"
 ALPHA = 0.05
@@ -25,15 +25,7 @@ CLOCKS = {"epochs": "epoch", "seconds": "train_seconds"}  # convergence clocks â
 FAILED = ("diverged", "error")
 
 
-def dataset_targets() -> dict[str, float]:
-    """Each registered dataset's own ``convergence_target`` (validation accuracy), as it declares it."""
-    from harness.data import DATASETS
-
-    return {name: float(d.convergence_target) for name, d in DATASETS.items()
-            if getattr(d, "convergence_target", None) is not None}
-
-
-DEFAULT_TARGETS = dataset_targets()
+DEFAULT_TARGETS = default_targets()
 
 
 def architecture_order(names, baseline: str = BASELINE) -> list[str]:

@@ -18,7 +18,9 @@ from scipy import stats as sps
 from analysis import figures, metrics, stats
 from analysis import format as fmt
 from analysis.load import _benchmark_only, _expected_trials, load
-from analysis.report import analyse, build, main, parse_targets, recorded_data_dir, render
+from analysis.compute import analyse
+from analysis.load import parse_targets, recorded_data_dir
+from analysis.report import build, main, sections
 from conftest import epoch_records, space_yaml
 from harness.errors import UserError
 from harness.space import parse_space
@@ -365,7 +367,7 @@ def test_checkpoint_figures_are_skipped_with_a_note_without_data(trained_store, 
     root, _ = trained_store
     a = analyse(load(root), data_dir=tmp_path / "no-data")
     assert any("checkpoint figures skipped" in n and "--data-dir" in n for n in a.notes)
-    assert not [f for f in render(a) if f.section == "weights"]
+    assert not next(s for s in sections(a) if s.key == "weights").figures
 
 
 def test_the_report_uses_the_data_directory_the_run_recorded(trained_store, mnist_root, tmp_path, monkeypatch):
@@ -387,16 +389,15 @@ def test_the_report_uses_the_data_directory_the_run_recorded(trained_store, mnis
 
 
 def test_the_dataset_cache_the_run_recorded_is_used_while_the_weights_are_examined(tmp_path, monkeypatch):
-    from analysis.report import _recorded_cache_dir
+    from analysis.checkpoints import _dataset
+    from analysis.load import recorded_cache_dir
 
     monkeypatch.delenv("STBENCH_CACHE_DIR", raising=False)
     runs = pd.DataFrame({"started_at": [T0], "provenance_json": [json.dumps({"cache_dir": str(tmp_path)})]})
-    with _recorded_cache_dir(runs):
-        assert os.environ["STBENCH_CACHE_DIR"] == str(tmp_path)
-    assert "STBENCH_CACHE_DIR" not in os.environ
+    assert recorded_cache_dir(runs) == tmp_path
+    assert _dataset("mnist_r", tmp_path).cache == tmp_path and "STBENCH_CACHE_DIR" not in os.environ  # no env edit
     monkeypatch.setenv("STBENCH_CACHE_DIR", "/mine")  # the user's own setting wins
-    with _recorded_cache_dir(runs):
-        assert os.environ["STBENCH_CACHE_DIR"] == "/mine"
+    assert recorded_cache_dir(runs) is None
 
 
 def test_pending_trials_come_from_the_planned_ids_the_run_recorded():

@@ -14,11 +14,13 @@ batches; the whole 70,000-image set takes seconds. The result is cached as uint8
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -176,8 +178,14 @@ class DistortedMNIST:
     """Validation accuracy at which the report stops the convergence clock: one every architecture reaches well
     before its ceiling under the dataset's reference protocol, so it measures speed, not the final accuracy."""
 
+    cache: Optional[Path] = None  # where the generated images are kept; None: ``cache_dir(data_dir)``
+
     task = CLASSIFICATION
     num_classes = 10
+
+    def with_cache(self, folder: Path) -> "DistortedMNIST":
+        """The same dataset reading its generated images from ``folder`` (e.g. the cache a run recorded)."""
+        return dataclasses.replace(self, cache=Path(folder))
 
     @property
     def in_shape(self) -> tuple[int, int, int]:
@@ -186,7 +194,7 @@ class DistortedMNIST:
     def _cache_file(self, data_dir: Path) -> Path:
         n_train, n_test = self.source.split_sizes(data_dir)
         key = f"{self.kind}|{KINDS[self.kind]}|{SPLIT_SEEDS}|{n_train}|{n_test}|v{GENERATOR_VERSION}"
-        return cache_dir(data_dir) / f"{self.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+        return (self.cache or cache_dir(data_dir)) / f"{self.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
 
     def prepare(self, data_dir: Path, download: bool = True) -> None:
         """MNIST present and well-formed, then the distorted set generated and cached."""
