@@ -28,6 +28,7 @@ from harness.contract import TrainingSettings
 from harness.data import DATA_DIR_ENV, DATASETS, resolve_data_dir
 from harness.data.distorted import CACHE_ENV
 from harness.errors import UserError
+from harness.space import parse_space
 from harness.provenance import hardware_label
 from harness.store import ResultsStore
 
@@ -151,8 +152,6 @@ def _planned_ids(runs: pd.DataFrame) -> dict[str, list]:
 
 def _expand(name: str, text: str) -> list[dict]:
     """The trials a stored YAML expands to with today's schema, one dict per seed (raises UserError)."""
-    from harness.space import parse_space
-
     rows = []
     for t in parse_space(text, source=f"search space {name!r}").trials():  # possibly K seeds stacked: a row each
         rows += [{"architecture": t.architecture, "dataset": t.dataset, "seed": s, "trial_id": i}

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 import torch  # noqa: E402
 
 from throughput import (BATCH, LR, MOMENTUM, REFERENCE_ARCHS, ConcurrentHarness, HarnessLoop,  # noqa: E402
-                        ReferenceLoop, harness_splits, interleaved, plain_trial)
+                        ReferenceLoop, harness_splits, interleaved, plain_trial, sync)
 
 from harness.data import DATASETS  # noqa: E402
 from harness.provenance import cpu_model  # noqa: E402
@@ -56,11 +56,6 @@ def study_protocol() -> dict[str, tuple[int, int]]:
         return dict(STUDY)
     space = yaml.safe_load((Path(__file__).resolve().parent.parent / "search_spaces" / "reference.yaml").read_text())
     return {d: (v["epochs"], v["seeds"]) for d, v in space["datasets"].items()}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def full_epoch_seconds(arch: str, data, device: torch.device, stack: int) -> float:

@@ -4,7 +4,7 @@ Both sides train the same models (``harness.models.build_model``) with the same 
 number of images, in one process on one machine, interleaved repeat by repeat so that load from other
 processes hits both alike; warm-up is excluded and the median of the repeats is reported.
 
-* harness: ``harness.train.Trainer`` on tensors resident on the device, one epoch of ``--images`` training
+* harness: ``harness.train.Trainer`` (``harness.runner.make_runner``) on tensors resident on the device, one epoch of ``--images`` training
   images per repeat; the time is the trainer's own ``train_time_s`` (the training loop, including the
   epoch's one host sync, excluding validation). The first epoch is the warm-up.
 * reference: the PyTorch spatial-transformer tutorial's loop: torchvision's ``MNIST`` with a per-image
@@ -12,6 +12,9 @@ processes hits both alike; warm-up is excluded and the median of the repeats is 
   num_workers=4)``, ``log_softmax`` + ``nll_loss``, SGD (lr 0.01, momentum 0.5) and a ``loss.item()`` per
   batch. Each repeat opens a fresh loader iterator (as every epoch does), trains ``--warmup-batches``
   untimed batches (worker start-up, first calls) and then times as many images as the harness side.
+* ceiling: the model's bare forward, backward and optimizer step on batches already resident as tensors, no
+  metrics, in the same processes and threads as the harness rows: what the kernels allow. The harness's ratio
+  to it is the distance left to the hardware, measured rather than argued from a profile.
 
 Both sides run with torch's default number of intra-op threads (the machine's physical cores), as the tutorial
 does: the reference is one training run with the machine to itself, the harness one trial given every CPU.
@@ -154,6 +157,45 @@ class HarnessLoop:
         return metrics["images_per_s"], (time.process_time() - cpu0) / self.images * 1000
 
 
+class CeilingLoop:
+    """The ceiling under any training loop on this machine: the model's bare forward, backward and optimizer step
+    on batches already resident as tensors (sliced once, in order), no metrics, no per-epoch evaluation, one
+    host sync at the end of the epoch. The harness row's distance to it is what the harness itself costs."""
+
+    def __init__(self, arch: str, splits, device: torch.device, images: int, repeats: int, switches: dict,
+                 stack: int = 1):
+        torch.manual_seed(0)
+        self.device = device
+        self.model = build_model(arch, splits.in_shape, splits.num_classes).to(device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+        x, y = splits.train_x, splits.train_y
+        self.batches = [(x[i:i + BATCH].clone(), y[i:i + BATCH].clone()) for i in range(0, len(y) - BATCH + 1, BATCH)]
+        self.images = len(self.batches) * BATCH
+        self.warmup_s = self._epoch()
+
+    def _epoch(self) -> float:
+        self.model.train()
+        sync(self.device)
+        t0 = time.perf_counter()
+        for xb, yb in self.batches:
+            loss = F.cross_entropy(self.model(xb), yb)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        sync(self.device)
+        return time.perf_counter() - t0
+
+    def measure(self) -> tuple[float, float]:
+        cpu0 = time.process_time()
+        seconds = self._epoch()
+        return self.images / seconds, (time.process_time() - cpu0) / self.images * 1000
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def harness_splits(data_dir: Path, images: int, device: torch.device):
     """MNIST cut to epochs of ``images`` training images; one validation/test batch keeps evaluation negligible."""
     return DATASETS["mnist"].load(data_dir, val_size=BATCH, train_limit=images, test_limit=BATCH).to(device)
@@ -173,13 +215,14 @@ def interleaved(sides: dict, repeats: int, before=lambda: None) -> dict[str, lis
     return measured
 
 
-def _trial_worker(conn, arch, data_dir, device, images, repeats, switches, threads, stack) -> None:
+def _trial_worker(conn, arch, data_dir, device, images, repeats, switches, threads, stack, loop_class) -> None:
     """One concurrent harness trial in a process of its own, as Ray runs trials: ``threads`` torch threads,
-    its own copy of the data; trains one epoch per message and answers with ``HarnessLoop.measure()``."""
+    its own copy of the data; trains one epoch per message and answers with ``measure()`` (of a
+    ``HarnessLoop``, or of a ``CeilingLoop`` for the ceiling row of the same shape)."""
     torch.set_num_threads(threads)
     device = torch.device(device)
     warnings.filterwarnings("ignore", message="There is a performance drop")  # affine_grid under vmap
-    loop = HarnessLoop(arch, harness_splits(Path(data_dir), images, device), device, images, repeats, switches, stack)
+    loop = loop_class(arch, harness_splits(Path(data_dir), images, device), device, images, repeats, switches, stack)
     conn.send(loop.warmup_s)
     while conn.recv():
         conn.send(loop.measure())
@@ -189,13 +232,14 @@ class ConcurrentHarness:
     """``trials`` harness trials training at the same time, each in its own process with ``threads`` torch
     threads: how the harness fills a machine. ``measure()`` gives their summed images per second."""
 
-    def __init__(self, trials: int, threads: int, arch, data_dir, device, images, repeats, switches, stack=1):
+    def __init__(self, trials: int, threads: int, arch, data_dir, device, images, repeats, switches, stack=1,
+                 loop_class=HarnessLoop):
         ctx = multiprocessing.get_context("spawn")
         self.conns, self.procs = [], []
         for _ in range(trials):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_trial_worker, daemon=True, args=(
-                child, arch, str(data_dir), str(device), images, repeats, switches, threads, stack))
+                child, arch, str(data_dir), str(device), images, repeats, switches, threads, stack, loop_class))
             proc.start()
             self.conns.append(parent)
             self.procs.append(proc)
@@ -276,6 +320,9 @@ def main(argv=None) -> int:
     shapes = [(n, k) for n in sorted({1, trials}) for k in [1, *stacks]]
     rows = [(label(v, n, k), v, n, k) for n, k in shapes for v in variants
             if k == 1 or not {"compile", "channels_last"} & set(switches[v])]  # neither works under vmap
+    # the ceiling, in the same processes and threads as the harness's unstacked rows
+    ceilings = {n: "ceiling" + (f", {n} trials" if n > 1 else "") for n in sorted({1, trials})}
+    rows += [(name, "default", n, 1) for n, name in ceilings.items()]
     print(f"stbench throughput: {images} images per repeat, {args.repeats} repeats (median), warm-up excluded, "
           f"batch {BATCH}, SGD lr {LR} momentum {MOMENTUM}")
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_model()}, "
@@ -291,9 +338,10 @@ def main(argv=None) -> int:
     for arch in archs:
         sides = {"reference": ReferenceLoop(arch, data_dir, device, images, args.warmup_batches)}
         for label, v, n, k in rows:
-            sides[label] = (HarnessLoop(arch, splits, device, images, args.repeats, switches[v], k) if n == 1 else
+            kind = CeilingLoop if label in ceilings.values() else HarnessLoop
+            sides[label] = (kind(arch, splits, device, images, args.repeats, switches[v], k) if n == 1 else
                             ConcurrentHarness(n, trial_threads, arch, data_dir, device, images, args.repeats,
-                                              switches[v], k))
+                                              switches[v], k, loop_class=kind))
         warmups[arch] = {label: loop.warmup_s for label, loop in sides.items() if label != "reference"}
         results[arch] = interleaved(sides, args.repeats)
         print(f"  {arch}: done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr, flush=True)
@@ -317,12 +365,25 @@ def main(argv=None) -> int:
           f"processes of their own (how a benchmark run fills the machine), img/s summed over them; 'stacked K':\n"
           f"each trial trains K seeds as one vmapped model (harness/stacked.py), img/s summed over its seeds.\n"
           f"Load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; {time.perf_counter() - t_start:.0f} s.")
+    print("\ndistance to the ceiling (harness img/s / ceiling img/s, same processes and threads; paired = range of the "
+          "per-repeat ratios):")
+    for a in archs:
+        for n, ceiling in ceilings.items():
+            harness = [lab for lab, v, m, k in rows if m == n and k == 1 and lab not in ceilings.values()]
+            for lab in harness:
+                paired = [h[0] / c[0] for h, c in zip(results[a][lab], results[a][ceiling])]
+                print(f"  {a:<12} {lab:<{w}} {speed[a][lab] / speed[a][ceiling]:>5.2f} of the ceiling "
+                      f"({min(paired):.2f}-{max(paired):.2f}); ceiling / reference {speed[a][ceiling] / speed[a]['reference']:.2f}x")
     goal = 20 if device.type == "cuda" else 3
     for label, *_ in rows:
+        if label in ceilings.values():
+            continue
         met = [a for a in archs if speed[a][label] / speed[a]["reference"] >= goal]
         print(f"goal (issue 9) >= {goal}x img/s on {device.type}, {label}: met for {len(met)} of {len(archs)} architectures")
     if any(v != "default" for v in variants):
         for label, v, n, k in rows:
+            if label in ceilings.values():
+                continue
             extra = [warmups[a][label] - images * k / speed[a][label] * n for a in archs]
             print(f"warm-up epoch beyond a steady one, {label}: " + ", ".join(f"{a} {e:.1f} s" for a, e in zip(archs, extra)))
     if args.json:

@@ -58,7 +58,7 @@ def host_info(device: str = "cpu") -> dict:
     """Hardware of the process calling it (a trial reports its own, which may be another node)."""
     info = {"hostname": socket.gethostname(), "cpu_model": cpu_model(), "device": device, "gpu_model": None}
     if device.startswith("cuda"):
-        import torch
+        import torch  # lazy: the driver records provenance before (and without) loading torch
 
         info["gpu_model"] = torch.cuda.get_device_name(torch.device(device))
     return info

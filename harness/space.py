@@ -8,7 +8,9 @@ training hyper-parameters), so the same trial run twice has the same id.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
@@ -29,8 +31,6 @@ def _spaces_dir() -> Path:
     here = REPO_ROOT / "search_spaces"
     if here.is_dir():
         return here
-    from importlib.resources import files
-
     return Path(str(files("harness.search_spaces")))
 
 
@@ -336,7 +336,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def apply_overrides(raw: dict, overrides: list[str] | tuple) -> dict:
     """The space with each ``--set`` applied, before validation: an unknown key or a bad value then fails
     exactly as it would in the YAML. A dataset the space does not train cannot be added this way."""
-    import copy
 
     raw = copy.deepcopy(raw)
     for text in overrides:

@@ -10,6 +10,7 @@ says what happened. The API key is never logged, stored or printed.
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 import sys
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import ray
 from ray import tune
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .trial import Stage, Trial
 
@@ -139,9 +142,6 @@ class WandbCallback(tune.Callback):
 
     def _writer(self):
         if self.writer is None:
-            import ray
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
             env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX) and k not in NOT_FORWARDED}
             env.setdefault("WANDB_SILENT", "true")  # its console lines would reach the driver's output
             here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -185,8 +185,6 @@ class WandbCallback(tune.Callback):
             self._guard("experiment end", self._close)
 
     def _close(self):
-        import ray
-
         writer, self.writer = self.writer, None
         try:
             errors = ray.get(writer.close.remote(), timeout=self.settings.upload_timeout_s)
@@ -208,7 +206,6 @@ class RunWriter:
     to start, later runs are not attempted (an unreachable server would cost ``init_timeout`` each)."""
 
     def __init__(self, env: dict[str, str]):
-        import logging
 
         os.environ.update(env)  # before wandb is imported: it reads its settings from the environment
 
@@ -222,7 +219,7 @@ class RunWriter:
         self.errors.setdefault(self.names.get(key, key), redact(f"{type(e).__name__}: {lines[0] if lines else ''}"))
 
     def start(self, key: str, name: str, kwargs: dict, settings: dict) -> None:
-        import wandb
+        import wandb  # lazy, as every W&B import here: seconds to import, needed only in the logging actor
 
         self.names[key] = name
         if self.errors:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol, runtime_checkable
 
 import torch
+from torch.utils.data import DataLoader
 import torch.utils.data
 
 from ..tasks import CLASSIFICATION
@@ -162,8 +163,6 @@ class LoaderSplits:
         return LoaderSplits(**{**self.__dict__, "device": torch.device(device)})
 
     def _batches(self, dataset, batch_size: int, generator: torch.Generator | None = None):
-        from torch.utils.data import DataLoader
-
         device = torch.device(self.device)
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=generator is not None, generator=generator,
                             num_workers=self.num_workers, pin_memory=device.type == "cuda",

@@ -98,7 +98,7 @@ class CUB:
         return n_train, len(split) - n_train
 
     def transforms(self):
-        from torchvision import transforms as T
+        from torchvision import transforms as T  # lazy: torchvision costs a trial process a second to import
 
         norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
         resize = int(round(self.image_size * 256 / 224))

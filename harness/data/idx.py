@@ -12,6 +12,9 @@ import math
 import struct
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from ..errors import UserError
 
 UBYTE_TYPE = 0x08
@@ -47,8 +50,6 @@ def check_idx(path: Path, ndim: int, count: int | None = None, shape: tuple[int,
 def read_idx(path: Path, ndim: int, shape: tuple[int, ...] | None = None):
     """The items of an unsigned-byte IDX file as a uint8 tensor of shape (count, *item shape), after
     ``check_idx``; the same array torchvision's MNIST classes hold in ``.data`` / ``.targets``."""
-    import numpy as np
-    import torch
 
     count = check_idx(path, ndim, shape=shape)
     with open(path, "rb") as f:

@@ -22,6 +22,7 @@ from .stn import SpatialTransformer, STModel
 
 
 def resnext(in_shape=(3, 224, 224), num_classes: int = 200, pretrained: bool = False) -> nn.Module:
+    # lazy: torchvision costs every process that imports the model registry a second; only ResNeXt needs it
     from torchvision.models import ResNeXt50_32X4D_Weights, resnext50_32x4d
 
     if pretrained:
