@@ -1,10 +1,10 @@
 """The researcher's path, for real: run_benchmark.py → Ray Tune → Parquet store."""
 
 import pytest
-import torch
 
 from conftest import run_cli, space_yaml
 from harness.cli import main
+from harness.contract import Checkpoint
 from harness.models import build_model
 from harness.store import TMP_PREFIX, ResultsStore
 
@@ -44,10 +44,10 @@ def test_benchmark_runs_through_ray_tune_and_fills_the_store(ray_local, space_fi
     assert not list(results.rglob(f"{TMP_PREFIX}*"))
 
     # the best-validation weights are kept, loadable without unpickling code
-    saved = torch.load(store.checkpoint_path(trials.trial_id[0]), weights_only=True)
-    spec = saved["model_spec"]
+    saved = Checkpoint.load(store.checkpoint_path(trials.trial_id[0]))  # torch.load(weights_only=True) inside
+    spec = saved.model_spec
     model = build_model(spec["architecture"], spec["in_shape"], spec["num_classes"], **spec["model_options"])
-    model.load_state_dict(saved["state_dict"])
+    model.load_state_dict(saved.seed_weights["state_dict"])
 
     # rerunning the same command finds everything done and writes nothing
     before = snapshot(results)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from conftest import epoch_records
+from harness.contract import Checkpoint
 from harness.data import ImageSplits
 from harness.models import build_model
 from harness.models.convnet import ConvNet
@@ -227,9 +228,9 @@ def test_a_stacked_ray_run_stores_one_row_per_seed_under_its_own_id(ray_local, t
     assert len(epochs) == 6 and not epochs.duplicated(["trial_id", "epoch"]).any()
     assert set(epochs.trial_id) == set(expected.values())
     for tid in expected.values():  # each seed's best weights load into an unstacked model
-        saved = torch.load(store.checkpoint_path(tid), weights_only=True)
+        saved = Checkpoint.load(store.checkpoint_path(tid))
         model = build_model("stnet", (1, 28, 28), 10)
-        model.load_state_dict(saved["state_dict"])
+        model.load_state_dict(saved.seed_weights["state_dict"])
     assert trials.test_acc.between(0, 1).all() and trials.test_acc.nunique() > 1  # three different seeds
 
 
