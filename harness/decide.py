@@ -44,10 +44,10 @@ PRIOR = 0.5  # g: the prior variance of the standardised effect in the mixture. 
 #              sooner but lets skewed seeds through more often (tests/test_decide.py); 0.5 keeps them within α
 DIFFERENT, EQUIVALENT, OUT_OF_BUDGET, UNDECIDED = "different", "equivalent", "out of budget", "undecided"
 REASONS = {
-    DIFFERENT: "the anytime-valid interval excludes 0",
-    EQUIVALENT: "the anytime-valid interval lies inside ±{margin}",
-    OUT_OF_BUDGET: "neither by the seed budget ({budget} seeds)",
-    UNDECIDED: "still running",
+    DIFFERENT: "its anytime-valid interval excludes 0",
+    EQUIVALENT: "its anytime-valid interval lies inside ±{margin}",
+    OUT_OF_BUDGET: "its interval neither excludes 0 nor fits inside ±{margin} within the budget of {budget} seeds",
+    UNDECIDED: "its interval neither excludes 0 nor fits inside ±{margin} yet",
 }
 
 
@@ -187,14 +187,12 @@ class Decision:
         [+0.11, +0.73] pp, family-wise error ≤ 5 % over 3 comparisons (each at α = 0.017)``"""
         m = f"{margin * scale:g} {unit}"
         why = REASONS[self.decision].format(margin=m, budget=budget)
-        when = {UNDECIDED: f"undecided after {self.n} paired seeds",
-                OUT_OF_BUDGET: f"out of budget after {self.n} paired seeds"}.get(
-            self.decision, f"{self.decision} after {self.n} paired seeds")
         bounds = (f"{_num(self.mean, scale)} [{_num(self.low, scale)}, {_num(self.high, scale)}] {unit}"
-                  if math.isfinite(self.mean) else "no pairs")
-        return (f"{self.comparison.label}: {when} ({why}): {bounds}; anytime-valid interval at "
-                f"{(1 - alpha_each) * 100:.3g} %, family-wise error ≤ {alpha_each * family * 100:g} % over "
-                f"{family} comparison{'s' * (family != 1)} whenever the rounds stop")
+                  if math.isfinite(self.mean) else "no pairs yet")
+        return (f"{self.comparison.label}: {self.decision} after {self.n} paired seeds, because {why}; "
+                f"difference {bounds} (anytime-valid {(1 - alpha_each) * 100:.3g} % interval); family-wise error "
+                f"≤ {alpha_each * family * 100:g} % over {family} comparison{'s' * (family != 1)}, at whatever round "
+                "the run stops")
 
 
 def _num(x: float, scale: float) -> str:
@@ -206,16 +204,21 @@ def _num(x: float, scale: float) -> str:
 def paired_values(trials, comparison: Comparison, metric: str, below: int | None = None) -> np.ndarray:
     """The comparison's paired differences, in seed order, from a store's trials frame (complete trials; a seed
     with a failed side is left out); only seeds below ``below`` when given."""
-    done = trials[(trials["status"] == "complete") & (trials["dataset"] == comparison.dataset)]
+    seeds, d = _paired(trials, comparison, metric)
+    return d if below is None else d[seeds < below]
+
+
+def _paired(trials, comparison: Comparison, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    done = trials[(trials["status"] == "complete") & (trials["dataset"] == comparison.dataset)
+                  & trials["architecture"].isin([comparison.architecture, comparison.baseline])]
     if "stage" in done:
         done = done[done["stage"].fillna("benchmark") != "tune"]
-    if below is not None:
-        done = done[done["seed"] < below]
     wide = done.pivot_table(index="seed", columns="architecture", values=metric, aggfunc="mean")
     if comparison.architecture not in wide or comparison.baseline not in wide:
-        return np.array([])
+        return np.array([], dtype=int), np.array([])
     pair = wide[[comparison.architecture, comparison.baseline]].dropna().sort_index()
-    return (pair[comparison.architecture] - pair[comparison.baseline]).to_numpy(dtype=float)
+    return (pair.index.to_numpy(dtype=int),
+            (pair[comparison.architecture] - pair[comparison.baseline]).to_numpy(dtype=float))
 
 
 @dataclass
@@ -249,16 +252,19 @@ def replay(trials, settings: Settings, ids=None) -> dict[Comparison, Decision]:
     if ids is not None:
         trials = trials[trials["trial_id"].isin(ids)]
     out = {}
+    ended = trials[trials["status"].isin(ENDED)]
+    ended_seeds = {key: np.asarray(sorted(g["seed"].unique())) for key, g in ended.groupby(["architecture", "dataset"])}
     for comparison in settings.family:
         state = Decision(comparison, UNDECIDED, 0)
+        seeds, values = _paired(trials, comparison, settings.metric)
         for k in settings.looks:
-            d = paired_values(trials, comparison, settings.metric, below=k)
+            d = values[seeds < k]
             m, lo, hi = interval(d[None, :], settings.alpha_each, settings.prior)
             verdict = str(classify(lo, hi, settings.margin)[0])
             state = Decision(comparison, verdict, len(d), float(m[0]), float(lo[0]), float(hi[0]), k)
             if verdict != UNDECIDED:
                 break
-            if not _complete_below(trials, comparison, k):
+            if not _complete_below(ended_seeds, comparison, k):
                 break  # this look's seeds are not all in the store yet: it is where the next round goes
         else:
             if state.decision == UNDECIDED:
@@ -267,11 +273,14 @@ def replay(trials, settings: Settings, ids=None) -> dict[Comparison, Decision]:
     return out
 
 
-def _complete_below(trials, comparison: Comparison, k: int) -> bool:
-    """Whether both sides have a finished row (any status) for every seed below ``k``."""
-    rows = trials[(trials["dataset"] == comparison.dataset) & (trials["seed"] < k)]
+ENDED = ("complete", "diverged", "error")  # a store row that will not change (running / pending ones may)
+
+
+def _complete_below(ended_seeds: dict, comparison: Comparison, k: int) -> bool:
+    """Whether both sides have an ended row (any status) for every seed below ``k``."""
     for arch in (comparison.architecture, comparison.baseline):
-        if rows[rows["architecture"] == arch]["seed"].nunique() < k:
+        seeds = ended_seeds.get((arch, comparison.dataset), np.array([], dtype=int))
+        if int((seeds < k).sum()) < k:
             return False
     return True
 
@@ -317,3 +326,139 @@ def plan_lines(settings: Settings, cells: int, sd: float | None = None, sd_sourc
                      f"(different {e[DIFFERENT]:.0%}, equivalent {e[EQUIVALENT]:.0%}, out of budget "
                      f"{e[OUT_OF_BUDGET]:.0%})")
     return lines
+
+
+# -- a space's decide: section, the driver's rounds and the report's sentences ---------------------------
+# These take the harness's objects (a SearchSpace, the driver's session, a results frame) but import nothing
+# of Ray: the session starts Ray itself when a round has work.
+def config(space):
+    """The space's ``decide:`` section, or its defaults (what ``--until-decided`` runs without one)."""
+    from .space import Decide
+
+    return space.decide or Decide()
+
+
+def settings_for(space, stack: int = 1, selected: list[str] | None = None) -> Settings:
+    """``Settings`` from the space's ``decide:`` section (its defaults when the space has none, as
+    ``--until-decided`` runs it); ``stack``: the seeds trained together, which a round is at least; ``selected``:
+    the architectures chosen on the command line."""
+    cfg = config(space)
+    archs = [a for a in space.architectures if selected is None or a in selected]
+    round_size = cfg.round or max(2, stack)
+    return Settings(list(cfg.baselines), cfg.metric, cfg.margin, cfg.alpha, cfg.budget, round_size, cfg.first,
+                    family=comparisons(archs, list(space.datasets), cfg.baselines))
+
+
+def budget_space(space, budget: int):
+    """The space with every dataset's seeds set to 0 .. budget − 1: the grid the rounds draw their seeds from
+    (trial ids are those of the same seeds in any other run of the space)."""
+    datasets = {d: o.model_copy(update={"seeds": None}) for d, o in space.datasets.items()}
+    return space.model_copy(update={"training": space.training.model_copy(update={"seeds": budget}),
+                                    "datasets": datasets})
+
+
+def check_selection(space, select_by: dict) -> None:
+    """What ``--until-decided`` refuses before anything runs: explicit seeds (the rounds choose them), and a
+    selection that leaves out a baseline or every other architecture."""
+    from .errors import UserError
+
+    cfg = config(space)
+    if select_by.get("seeds") is not None:
+        raise UserError("--seeds: not with seeds until decided (decide: / --until-decided choose the seeds round "
+                        f"by round, up to decide.budget = {cfg.budget}); drop --seeds")
+    chosen = select_by.get("architectures") or list(space.architectures)
+    missing = [b for b in cfg.baselines if b not in chosen or b not in space.architectures]
+    if missing:
+        raise UserError(f"decide.baselines: {', '.join(missing)} must run too (it is what the others are compared "
+                        f"with); allowed: {', '.join(space.architectures)}")
+    if not [a for a in chosen if a not in cfg.baselines]:
+        raise UserError("--architectures: only baselines chosen; nothing to compare")
+
+
+def run_rounds(session, trials: list, settings: Settings, max_concurrent, retry_errored: bool, outcome):
+    """The driver's loop: replay the decisions from the store, run the next round's seeds for the cells that
+    still need them (as ordinary trials: a kill between rounds and a rerun continue where it stopped), until
+    every comparison is decided or out of budget. ``trials``: the budget grid (one-seed trials)."""
+    from .driver import done_statuses  # the driver imports this module lazily; no cycle at import time
+
+    ids = {t.trial_id for t in trials}
+    by_cell: dict[tuple[str, str], list] = {}
+    for t in trials:
+        by_cell.setdefault((t.architecture, t.dataset), []).append(t)
+    print(f"stbench: seeds until decided: {len(settings.family)} comparison(s), each at α = "
+          f"{settings.alpha_each:.3g}, margin ±{settings.margin * 100:g} pp, looks at "
+          f"{', '.join(map(str, settings.looks))} seeds")
+    done_before = session.store.finished_trial_ids(done_statuses(retry_errored)) & ids
+    considered: set[str] = set()
+    last = None
+    rounds = 0
+    while True:
+        decisions = replay(session.store.trials(), settings, ids)
+        nxt = next_round(decisions)
+        if nxt is None:
+            break
+        look, cells = nxt
+        batch = sorted((t for cell in cells for t in by_cell.get(cell, []) if t.seed < look),
+                       key=lambda t: (t.dataset, t.architecture, t.seed))
+        if (look, frozenset(cells)) == last:  # the round ran and still left its seeds missing: stop, say why
+            print(f"stbench: seeds until decided: the round to {look} seeds left trials unfinished; rerun to continue")
+            break
+        last = (look, frozenset(cells))
+        open_ = sum(d.decision == UNDECIDED for d in decisions.values())
+        print(f"stbench: round {rounds + 1}: seeds up to {look} for {len(cells)} cell(s); {open_} of "
+              f"{len(decisions)} comparison(s) undecided")
+        session.benchmark(batch, max_concurrent, retry_errored)
+        rounds += 1
+        considered |= {t.trial_id for t in batch}
+        finished = session.store.trials()  # each trial counted once, with the status it ended with
+        finished = finished[finished["trial_id"].isin(considered - done_before)]
+        outcome.statuses = finished["status"].value_counts().to_dict()
+    outcome.total, outcome.skipped = len(considered), len(considered & done_before)
+    for line in sentences(replay(session.store.trials(), settings, ids), settings):
+        print(f"stbench: {line}")
+    return outcome
+
+
+def sentences(decisions: dict[Comparison, Decision], settings: Settings) -> list[str]:
+    return [d.sentence(settings.alpha_each, settings.margin, settings.budget, len(settings.family))
+            for d in decisions.values()]
+
+
+def report_lines(results) -> list[str]:
+    """For the report: per comparison of every space in the store with a ``decide:`` section, its decision and
+    why it stopped (``results``: analysis.load's, with ``trials`` and ``spaces``)."""
+    from .errors import UserError
+    from .space import parse_space
+
+    lines = []
+    for name, text in results.spaces.items():
+        try:
+            space = parse_space(text, source=name)
+        except UserError:
+            continue
+        if space.decide is None:
+            continue
+        device = "cuda" if space.resources.gpu > 0 else "cpu"  # as the driver chose the stack (stack_device)
+        settings = settings_for(space, max(space.stack_sizes(device).values()))
+        ids = {t.trial_id for t in budget_space(space, settings.budget).trials()}
+        lines += [f"{name}: {s}" for s in sentences(replay(results.trials, settings, ids), settings)]
+    return lines
+
+
+def plan_for(space, store_trials=None, selected: list[str] | None = None) -> list[str]:
+    """``stbench plan``'s lines for a seeds-until-decided space: ``plan_lines`` at the spread the store already
+    shows for these comparisons (the median SD of their paired differences, from 3 pairs), else one margin.
+    ``space``: the budget grid's space (``budget_space``); ``store_trials``: the store's trials frame, if any."""
+    settings = settings_for(space, max(space.stack_sizes("cuda" if space.resources.gpu > 0 else "cpu").values()),
+                            selected)
+    cells = len({(c.architecture, c.dataset) for c in settings.family}
+                | {(c.baseline, c.dataset) for c in settings.family})
+    sd, source = None, ""
+    if store_trials is not None and len(store_trials):
+        ids = {t.trial_id for t in space.trials()}
+        frame = store_trials[store_trials["trial_id"].isin(ids)]
+        sds = [float(np.std(d, ddof=1)) for c in settings.family
+               if len(d := paired_values(frame, c, settings.metric)) >= 3]
+        if sds:
+            sd, source = float(np.median(sds)), f"the median over {len(sds)} comparison(s) in the store"
+    return plan_lines(settings, cells, sd, source)

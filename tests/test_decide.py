@@ -6,6 +6,7 @@ seconds in all."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -85,6 +86,7 @@ def draw(kind: str, rng, shape) -> np.ndarray:
     return rng.exponential(1.0, shape) - 1.0
 
 
+@functools.lru_cache(maxsize=None)  # both simulation tests read the same table
 def simulate(seed: int = 0) -> pd.DataFrame:
     """One row per distribution × spread × true difference: the decisions of the production rule at the
     family's α/K (K = 3 comparisons sharing a baseline, each paired difference drawn with the same law)."""
@@ -147,9 +149,114 @@ def test_the_stopping_rule_keeps_its_error_rates_by_simulation():
 def test_saved_seeds_against_a_fixed_n_design_of_the_same_power():
     """Where the sequential rule reaches ≥ 80 % power, its expected seeds against the fixed n a paired t-test
     needs for that power at the same α/K (analysis.stats.seeds_needed): printed, and on average fewer."""
-    frame = simulate(seed=1)
+    frame = simulate()
     normal = frame[(frame["data"] == "normal") & (frame["different"] >= 0.8) & np.isfinite(frame["fixed_n"])]
     print("\n" + table_text(normal))
     saved = (normal["fixed_n"] - normal["seeds"]).mean()
     print(f"mean seeds saved per comparison (normal seeds, rows with ≥ 80 % power): {saved:.1f}")
     assert len(normal) >= 2
+
+
+# -- the driver's rounds, on a real results store (trials written by a stand-in for Ray Tune) --------------
+QUICK_DECIDE = """name: decide_test
+architectures: [convnet, stnet, coordconv, stcoordconv]
+training: {epochs: 1, train_limit: 1000}
+datasets: {mnist: {}}
+decide: {budget: 16, round: 2, margin: 0.005}
+"""
+
+
+class StandIn:
+    """What ``run_rounds`` uses of the driver's session: ``store`` and ``benchmark(trials, ...)``. Each trial's
+    test accuracy is fixed by its architecture and seed: stnet 2 pp above convnet (different), coordconv within
+    0.05 pp (equivalent), stcoordconv +0.3 pp with a 2 pp spread (out of budget)."""
+
+    def __init__(self, root, interrupt_after: int | None = None):
+        from test_analysis import Synth
+
+        self.synth, self.store = Synth(root), Synth(root).store
+        self.written: list[str] = []
+        self.rounds, self.interrupt_after = 0, interrupt_after
+
+    @staticmethod
+    def accuracy(arch: str, seed: int) -> float:
+        rng = np.random.default_rng(seed)
+        base = 0.95 + 0.004 * rng.normal()
+        return base + {"convnet": 0.0, "stnet": 0.02 + 0.002 * rng.normal(), "coordconv": 0.0005 * rng.normal(),
+                       "stcoordconv": 0.003 + 0.02 * rng.normal()}[arch]
+
+    def benchmark(self, trials, max_concurrent, retry_errored):
+        if self.interrupt_after is not None and self.rounds == self.interrupt_after:
+            raise KeyboardInterrupt  # killed between rounds
+        done = self.store.finished_trial_ids()
+        for t in trials:
+            if t.trial_id not in done:
+                self.synth.trial(t.architecture, t.seed, [0.5], test_acc=self.accuracy(t.architecture, t.seed),
+                                 trial_id=t.trial_id)
+                self.written.append(t.trial_id)
+        self.rounds += 1
+
+
+def _rounds(root, interrupt_after=None):
+    from harness.driver import Outcome
+    from harness.space import parse_space
+
+    space = D.budget_space(parse_space(QUICK_DECIDE), 16)
+    settings = D.settings_for(space, 1)
+    session = StandIn(root, interrupt_after)
+    trials = space.trials()
+    outcome = D.run_rounds(session, trials, settings, None, False, Outcome("r", 0, 0))
+    return session, outcome, D.replay(session.store.trials(), settings, {t.trial_id for t in trials}), settings
+
+
+def test_rounds_stop_each_comparison_when_decided_and_resume_after_a_kill(tmp_path):
+    session, outcome, decisions, settings = _rounds(tmp_path / "once")
+    by_arch = {c.architecture: d for c, d in decisions.items()}
+    assert by_arch["stnet"].decision == D.DIFFERENT and by_arch["coordconv"].decision == D.EQUIVALENT
+    assert by_arch["stcoordconv"].decision == D.OUT_OF_BUDGET and by_arch["stcoordconv"].n == 16
+    assert by_arch["stnet"].look < 16 and by_arch["coordconv"].look < 16
+    assert len({by_arch[a].look for a in ("stnet", "coordconv", "stcoordconv")}) >= 2  # different rounds
+    # a decided cell gets no more seeds; the baseline runs as long as any comparison is open
+    trials = session.store.trials()
+    count = trials.groupby("architecture")["seed"].nunique()
+    assert count["stnet"] == by_arch["stnet"].look and count["coordconv"] == by_arch["coordconv"].look
+    assert count["convnet"] == count["stcoordconv"] == 16
+    assert len(session.written) == len(set(session.written)) == outcome.total == len(trials)
+    # killed between rounds, then rerun: the same decisions from the same seeds, none trained twice
+    killed = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        _rounds(killed, interrupt_after=2)
+    first = set(StandIn(killed).store.finished_trial_ids())
+    again, _, resumed, _ = _rounds(killed)
+    assert not first & set(again.written) and len(again.written) == len(set(again.written))
+    assert {c: (d.decision, d.n, d.look) for c, d in resumed.items()} == {
+        c: (d.decision, d.n, d.look) for c, d in decisions.items()}
+    assert set(StandIn(killed).store.finished_trial_ids()) == set(session.store.finished_trial_ids())
+    words = D.sentences(decisions, settings)
+    assert any("stnet − convnet on mnist: different after" in w and "excludes 0" in w for w in words)
+    assert any("equivalent after" in w and "inside ±0.5 pp" in w for w in words)
+    assert any("out of budget after 16 paired seeds" in w for w in words)
+    assert all("family-wise error ≤ 5 % over 3 comparisons" in w for w in words)
+
+
+def test_the_decide_section_is_checked_before_anything_runs():
+    from harness.errors import UserError
+    from harness.space import parse_space
+
+    with pytest.raises(UserError, match="decide.baselines: resnext is not among"):
+        parse_space(QUICK_DECIDE.replace("round: 2", "round: 2, baselines: [resnext]"))
+    with pytest.raises(UserError, match="decide.first: 30 is above the budget"):
+        parse_space(QUICK_DECIDE.replace("round: 2", "round: 2, first: 30"))
+    space = parse_space(QUICK_DECIDE)
+    with pytest.raises(UserError, match="--seeds: not with seeds until decided"):
+        D.check_selection(space, {"seeds": [0, 1]})
+    with pytest.raises(UserError, match="decide.baselines: convnet must run too"):
+        D.check_selection(space, {"architectures": ["stnet"]})
+    grid = D.budget_space(space, 16).trials()
+    assert sorted({t.seed for t in grid}) == list(range(16))
+    # the same seed's id as in a plain run of the space: new seeds are ordinary trials
+    plain = {(t.architecture, t.seed): t.trial_id for t in parse_space(QUICK_DECIDE.replace(
+        "training: {", "training: {seeds: 3, ")).trials()}
+    assert all(plain[(t.architecture, t.seed)] == t.trial_id for t in grid if t.seed < 3)
+    lines = D.plan_for(D.budget_space(space, 16))
+    assert "budget 16 seeds per cell, at most 64 trials" in lines[0] and "expected seeds" in lines[1]
