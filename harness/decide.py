@@ -425,24 +425,53 @@ def sentences(decisions: dict[Comparison, Decision], settings: Settings) -> list
 
 
 def report_lines(results) -> list[str]:
-    """For the report: per comparison of every space in the store with a ``decide:`` section, its decision and
-    why it stopped (``results``: analysis.load's, with ``trials`` and ``spaces``)."""
-    from .errors import UserError
-    from .space import parse_space
-
+    """For the report: per comparison of every run of seeds until decided in the store, its decision and why it
+    stopped (``results``: analysis.load's, with ``trials`` and ``runs``). A run is one when its space (the YAML
+    with the run's ``--set`` overrides) has a ``decide:`` section or its command said ``--until-decided``; the
+    latest such run of each space is read, with the architectures and GPU share its command chose."""
+    runs = getattr(results, "runs", None)
+    if runs is None or runs.empty:
+        return []
     lines = []
-    for name, text in results.spaces.items():
-        try:
-            space = parse_space(text, source=name)
-        except UserError:
+    latest = runs.sort_values("started_at").groupby("space", sort=True).tail(1)
+    for row in latest.itertuples():
+        found = _decided_run(row)
+        if found is None:
             continue
-        if space.decide is None:
-            continue
+        space, selected = found
         device = "cuda" if space.resources.gpu > 0 else "cpu"  # as the driver chose the stack (stack_device)
-        settings = settings_for(space, max(space.stack_sizes(device).values()))
+        settings = settings_for(space, max(space.stack_sizes(device).values()), selected)
         ids = {t.trial_id for t in budget_space(space, settings.budget).trials()}
-        lines += [f"{name}: {s}" for s in sentences(replay(results.trials, settings, ids), settings)]
+        lines += [f"{row.space}: {s}" for s in sentences(replay(results.trials, settings, ids), settings)]
     return lines
+
+
+def _decided_run(row):
+    """(space with the run's overrides and --gpu / --cpu, chosen architectures), or None if the run did not
+    decide seeds."""
+    import json
+    import shlex
+
+    from .cli import parser
+    from .errors import UserError
+    from .space import Resources, parse_space
+
+    try:
+        overrides = json.loads(row.overrides_json) if isinstance(row.overrides_json, str) else []
+        space = parse_space(row.space_yaml, source=str(row.space), overrides=overrides)
+    except (UserError, ValueError, TypeError):
+        return None
+    words = shlex.split(row.command) if isinstance(row.command, str) else []
+    words = words[1:]
+    if words[:1] == ["run"]:
+        words = words[1:]
+    args, _ = parser().parse_known_args(words)
+    if space.decide is None and not args.until_decided:
+        return None
+    resources = {k: v for k, v in (("cpu", args.cpu), ("gpu", args.gpu)) if v is not None}
+    if resources:
+        space = space.model_copy(update={"resources": Resources(**{**space.resources.model_dump(), **resources})})
+    return space, args.architectures
 
 
 def plan_for(space, store_trials=None, selected: list[str] | None = None) -> list[str]:

@@ -260,3 +260,58 @@ def test_the_decide_section_is_checked_before_anything_runs():
     assert all(plain[(t.architecture, t.seed)] == t.trial_id for t in grid if t.seed < 3)
     lines = D.plan_for(D.budget_space(space, 16))
     assert "budget 16 seeds per cell, at most 64 trials" in lines[0] and "expected seeds" in lines[1]
+
+
+# -- end to end: the quick space until decided, killed between rounds and resumed --------------------------
+@pytest.mark.slow
+def test_quick_until_decided_end_to_end_killed_between_rounds_and_resumed(mnist_root, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO, kill_tree, run_cli
+
+    from analysis.load import load
+    from harness.store import ResultsStore, verify
+
+    results = tmp_path / "results"
+    # convnet vs stnet on 1,000 images, 1 epoch: budget 6 seeds in rounds of 2 (looks at 2, 4, 6); a margin of
+    # ±50 pp lets seeds this noisy reach "equivalent" at the first look that can decide (6 pairs)
+    args = ["--space", "quick", "--until-decided", "--architectures", "convnet,stnet",
+            "--set", "decide.budget=6", "--set", "decide.round=2", "--set", "decide.margin=0.5",
+            "--set", "training.epochs=1", "--set", "training.train_limit=1000", "--set", "training.val_size=500",
+            "--set", "training.test_limit=500", "--gpu", "0", "--results-dir", results, "--data-dir", mnist_root,
+            "--wandb-mode", "disabled", "--max-concurrent", "2"]
+    proc = subprocess.Popen([sys.executable, "run_benchmark.py", *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "RAY_ADDRESS": ""})
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:  # kill once round 1 (seeds 0, 1) is stored
+            if (results / "trials").is_dir() and len(list((results / "trials").glob("*.parquet"))) >= 4:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+    finally:
+        kill_tree(proc)
+    first = ResultsStore(results).trials()
+    assert len(first) >= 4 and set(first.seed) >= {0, 1}
+    out = run_cli(args, timeout=900)
+    assert out.rc == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "stnet − convnet on mnist:" in out.stdout and "seeds until decided" in out.stdout
+    problems, _ = verify(results)
+    assert not problems, problems
+    trials = ResultsStore(results).trials()
+    assert trials.trial_id.is_unique
+    kept = first.set_index("trial_id").run_id
+    assert (trials.set_index("trial_id").run_id.reindex(kept.index) == kept).all()  # none of round 1 trained again
+    assert set(trials.seed) <= set(range(6)) and set(trials.architecture) == {"convnet", "stnet"}
+    lines = D.report_lines(load(results))
+    assert len(lines) == 1 and "stnet − convnet on mnist" in lines[0]
+    assert any(w in lines[0] for w in (D.DIFFERENT, D.EQUIVALENT, D.OUT_OF_BUDGET))
+    plan_args = [a for a in args if a not in ("--wandb-mode", "disabled", "--max-concurrent", "2")]
+    plan = run_cli(["-m", "harness", "plan", *plan_args], script="", timeout=300)
+    assert plan.rc == 0, plan.stderr[-2000:]
+    assert "budget 6 seeds per cell, at most 12 trials" in plan.stdout
+    assert "the median over 1 comparison(s) in the store" in plan.stdout  # the spread the store shows
