@@ -40,9 +40,9 @@ CONFIDENCE = 0.95
 NAN = float("nan")
 TRIM = 0.25  # interquartile mean: 25 % trimmed from each end
 MIN_SEEDS_IQM = 10  # the trimmed-mean interval covers within ~2 points of nominal from here (tests/test_stats.py)
-MIN_SEEDS_PROB = 4  # P(A beats B): at 3 seeds each, 3 of 9 orderings are ties to 0 or 1 and coverage falls to
-#                    0.90 at a true 0.5 (10 % of exchangeable samples land on p = 0 or 1); from 4 it stays ≥ 0.94
-#                    across true probabilities 0.5–0.95 (tests/test_stats.py prints the grid)
+MIN_SEEDS_PROB = 4  # P(A beats B): at 3 seeds each, 2 of the C(6, 3) = 20 rank orders of equal distributions give
+#                    p = 0 or 1, so coverage falls to 0.90 at a true 0.5; from 4 it stays ≥ 0.94 across true
+#                    probabilities 0.5–0.95 (tests/test_stats.py prints the grid)
 
 
 @dataclass(frozen=True)

@@ -256,6 +256,19 @@ def test_a_raw_interval_that_excludes_zero_is_not_clearly_different_after_holm(s
     assert alone.significant and verdict.comparison_word(alone) == verdict.HIGHER
 
 
+def test_an_untested_comparison_is_worded_not_clearly_different_with_the_reason():
+    from types import SimpleNamespace
+
+    from analysis import verdict
+
+    row = SimpleNamespace(architecture="stnet", difference=0.01, low=float("nan"), high=float("nan"), p=float("nan"),
+                          p_holm=float("nan"), significant=False, pairs=3, needed=float("nan"), effect=0.005,
+                          power_alpha=0.025, family=2, note="all 3 paired differences equal: no spread to test against")
+    line = verdict.accuracy_sentence(row, "convnet", "95 %")
+    assert "is not clearly different from convnet's: +1.00 (all 3 paired" in line and "no test (all 3" in line
+    assert "unadjusted" not in line  # no interval shown, so none labelled
+
+
 def test_the_power_line_is_a_rough_guide_below_five_pairs_and_uses_the_corrected_alpha():
     from types import SimpleNamespace
 
