@@ -333,3 +333,16 @@ def test_quick_until_decided_end_to_end_killed_between_rounds_and_resumed(mnist_
     assert plan.rc == 0, plan.stderr[-2000:]
     assert "budget 6 seeds per cell, at most 12 trials" in plan.stdout
     assert "the median over 1 comparison(s) in the store" in plan.stdout  # the spread the store shows
+
+
+def test_bad_until_decided_input_is_one_line_and_exit_2_before_anything_is_written(tmp_path, capsys):
+    from harness.cli import main
+
+    results = tmp_path / "results"
+    for extra, message in ((["--seeds", "0,1"], "error: --seeds: not with seeds until decided"),
+                           (["--architectures", "stnet"], "error: decide.baselines: convnet must run too"),
+                           (["--set", "decide.budget=1"], "decide.budget: Input should be greater than or equal to 2")):
+        assert main(["--space", "quick", "--until-decided", "--gpu", "0", "--results-dir", str(results), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not results.exists()
