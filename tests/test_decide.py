@@ -239,6 +239,12 @@ def test_rounds_stop_each_comparison_when_decided_and_resume_after_a_kill(tmp_pa
     assert count["stnet"] == by_arch["stnet"].look and count["coordconv"] == by_arch["coordconv"].look
     assert count["convnet"] == count["stcoordconv"] == 16
     assert len(session.written) == len(set(session.written)) == outcome.total == len(trials)
+    # the driver's replay and the simulated rule (``stop``) agree on the same paired differences
+    for comparison, d in decisions.items():
+        values = D.paired_values(trials, comparison, settings.metric)
+        padded = np.concatenate([values, np.zeros(16 - len(values))])[None, :]  # seeds after a stop never count
+        s = D.stop(padded, settings.looks, settings.alpha_each, settings.margin, settings.prior)
+        assert (s.decision[0], s.n[0]) == (d.decision, d.n) and s.low[0] == pytest.approx(d.low)
     # killed between rounds, then rerun: the same decisions from the same seeds, none trained twice
     killed = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
