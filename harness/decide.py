@@ -27,8 +27,9 @@ error over all comparisons and all rounds is ≤ α):
 * out of budget: neither by the last round (``budget`` seeds per cell).
 
 Only normal seeds make the guarantee exact; tests/test_decide.py checks it by simulation for Student t (3 df),
-skewed and outlier-contaminated seeds too. This module is pure (numpy and scipy): the driver's loop, the plan's
-numbers, the report's sentences and the simulation all call the same functions.
+skewed and outlier-contaminated seeds too (strongly skewed ones, exponential, exceed α: printed there). The
+statistics are plain numpy; the driver's loop, the plan's numbers and the report's sentences below import the
+harness lazily and nothing of Ray, and they call the same functions the simulation does.
 """
 
 from __future__ import annotations
