@@ -219,11 +219,17 @@ def _plan(args) -> int:
     plan = make_plan(space, select_by=selection(args), results_dir=Path(args.results_dir),
                      data_dir=resolve_data_dir(args.data_dir), retry_errored=args.retry_errored,
                      max_concurrent=args.max_concurrent)
-    print(plan.to_json() if args.json else plan.to_text())
-    if decided and not args.json:
+    lines = []
+    if decided:
         from .store import ResultsStore
 
         root = Path(args.results_dir)
         stored = ResultsStore.check(root, must_exist=True).trials() if (root / "store.json").is_file() else None
-        print("\n".join(decide.plan_for(space, stored, args.architectures)))
+        lines = decide.plan_for(space, stored, args.architectures)
+    if args.json:
+        import json
+
+        print(json.dumps({**json.loads(plan.to_json()), "decide": lines}, indent=2) if decided else plan.to_json())
+    else:
+        print("\n".join([plan.to_text(), *lines]))
     return 0
