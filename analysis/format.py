@@ -90,7 +90,7 @@ def convergence(table: pd.DataFrame, clock: str, confidence: float = 0.95) -> pd
         "target val. acc.": [f"{x * 100:g} %" for x in t["target"]],
         "reached": [f"{r.reached} / {r.trials}" for r in t.itertuples()],
         "failed (censored at the horizon)": t["failed"],
-        (f"median epochs [{c} CI]" if clock == "epochs" else f"median train seconds [{c} CI]"):
+        (f"median epochs [{c} CI, unadjusted]" if clock == "epochs" else f"median train seconds [{c} CI, unadjusted]"):
             [median_time(r, 0 if clock == "epochs" else 1) for r in t.itertuples()],
     })
     return (frame.drop(columns="hardware") if clock == "epochs" else frame).reset_index(drop=True)
@@ -101,9 +101,9 @@ def gaps(table: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     return pd.DataFrame({
         "dataset": table["dataset"], "architecture": table["architecture"],
         "epoch": table["at"].map({"best": "best validation", "last": "last"}), "trials": table["trials"],
-        f"train − val acc., pp [{c} CI]": [interval(r.acc_gap, r.acc_gap_low, r.acc_gap_high, 2, 100, True,
+        f"train − val acc., pp [{c} CI, unadjusted]": [interval(r.acc_gap, r.acc_gap_low, r.acc_gap_high, 2, 100, True,
                                                     r.acc_gap_note) for r in table.itertuples()],
-        f"val − train loss [{c} CI]": [interval(r.loss_gap, r.loss_gap_low, r.loss_gap_high, 3, 1, True,
+        f"val − train loss [{c} CI, unadjusted]": [interval(r.loss_gap, r.loss_gap_low, r.loss_gap_high, 3, 1, True,
                                                 r.loss_gap_note) for r in table.itertuples()],
     })
 
@@ -119,11 +119,11 @@ def overhead(table: pd.DataFrame, baseline: str, confidence: float = 0.95) -> pd
         "dataset": table["dataset"], "hardware": table["hardware"], "architecture": table["architecture"],
         "trials": table["trials"],
         "train s / epoch": [num(x, 2) for x in table["sec_per_epoch"]],
-        f"× {baseline} [{c} CI]": [ratio(r, "time") for r in table.itertuples()],
+        f"× {baseline} [{c} CI, unadjusted]": [ratio(r, "time") for r in table.itertuples()],
         "images / s": [num(x, 0) for x in table["images_per_s"]],
-        f"throughput × {baseline} [{c} CI]": [ratio(r, "throughput") for r in table.itertuples()],
+        f"throughput × {baseline} [{c} CI, unadjusted]": [ratio(r, "throughput") for r in table.itertuples()],
         "eval s / epoch": [num(x, 2) for x in table["eval_s_per_epoch"]],
-        f"eval × {baseline} [{c} CI]": [ratio(r, "eval") for r in table.itertuples()],
+        f"eval × {baseline} [{c} CI, unadjusted]": [ratio(r, "eval") for r in table.itertuples()],
     })
 
 
@@ -133,14 +133,14 @@ def paired(table: pd.DataFrame, confidence: float = 0.95, alpha: float = 0.05) -
     return pd.DataFrame({
         "dataset": table["dataset"], "metric": table["metric"],
         "comparison": [f"{r.architecture} − {r.baseline}" for r in table.itertuples()], "paired seeds": table["pairs"],
-        f"difference, pp [{c} CI]": [interval(r.difference, r.low, r.high, 2, 100, True, r.note)
+        f"difference, pp [{c} CI, unadjusted]": [interval(r.difference, r.low, r.high, 2, 100, True, r.note)
                                      for r in table.itertuples()],
-        f"P(seed beats baseline) [{c} CI]": [interval(r.prob, r.prob_low, r.prob_high, 2, note=r.prob_note)
+        f"P(seed beats baseline) [{c} CI, unadjusted]": [interval(r.prob, r.prob_low, r.prob_high, 2, note=r.prob_note)
                                             for r in table.itertuples()],
         "p (paired t)": [num(p, 3) for p in table["p"]], "p (Holm)": [num(p, 3) for p in table["p_holm"]],
         f"significant (α = {alpha:g})": ["yes" if s else "no" if _finite(p) else "no test"
                                         for s, p in zip(table["significant"], table["p"])],
-        f"seeds to detect {effect}": [num(n, 0) for n in table["needed"]],
+        f"seeds to detect {effect} (80 % power, α / family)": [num(n, 0) for n in table["needed"]],
     })
 
 

@@ -282,7 +282,12 @@ def paired_table(trials: pd.DataFrame, baseline: str = BASELINE, metrics=("test_
     ``prob`` = P(a random seed of the architecture beats a random seed of the baseline) with Newcombe's
     interval (over all complete seeds of each, as rliable reports it); and the power line: ``needed`` =
     the seeds a paired t-test would need to detect ``effect`` with 80 % power at the observed spread
-    ``sd`` of the paired differences (NaN when there is no spread to go by)."""
+    ``sd`` of the paired differences (NaN when there is no spread to go by), at the family's corrected
+    level ``power_alpha`` = α / (tests in the family): Holm's strictest step, which the largest difference
+    must pass (with 9 comparisons, d = 1 needs 17 seeds, not the 10 of an uncorrected α).
+
+    The intervals (difference, ``prob``) are unadjusted, each at its own confidence; only ``p_holm`` (and
+    ``significant``, which the report's words follow) is corrected across the family."""
     done = trials[trials["status"] == "complete"]
     rows = []
     for metric in metrics:
@@ -300,26 +305,42 @@ def paired_table(trials: pd.DataFrame, baseline: str = BASELINE, metrics=("test_
                              "note": res.note or res.difference.note, "sd": res.sd,
                              "prob": prob.estimate, "prob_low": prob.low, "prob_high": prob.high,
                              "prob_seeds": prob.n, "prob_note": prob.note,
-                             "effect": effect, "needed": stats.seeds_needed(res.sd, effect, alpha)})
+                             "effect": effect})
     columns = ["dataset", "metric", "architecture", "baseline", "pairs", "difference", "low", "high", "p", "note",
-               "sd", "prob", "prob_low", "prob_high", "prob_seeds", "prob_note", "effect", "needed",
-               "p_holm", "significant"]
-    table = pd.DataFrame(rows, columns=columns[:-2])
+               "sd", "prob", "prob_low", "prob_high", "prob_seeds", "prob_note", "effect",
+               "family", "power_alpha", "needed", "p_holm", "significant"]
+    table = pd.DataFrame(rows, columns=columns[:-5])
+    family = int(np.isfinite(table["p"].to_numpy(dtype=float)).sum()) if len(table) else 0
+    table["family"] = family
+    table["power_alpha"] = alpha / max(family, 1)
+    table["needed"] = [stats.seeds_needed(sd, effect, alpha / max(family, 1)) for sd in table["sd"]]
     table["p_holm"] = stats.holm(table["p"]) if len(table) else []
     table["significant"] = table["p_holm"] < alpha
     return order_rows(table, baseline, extra=("metric",))
 
 
+ROUGH_PAIRS = 5  # below this many pairs the spread the power line rests on is itself a rough guess
+
+
+def corrected_alpha(row) -> str:
+    """``α = 0.05 / 9 = 0.0056 (Holm's family of 9)``, or the plain α for a family of one."""
+    family = int(getattr(row, "family", 1) or 1)
+    if family <= 1:
+        return f"α = {row.power_alpha:.2g}"
+    return f"α = {row.power_alpha * family:.2g} / {family} = {row.power_alpha:.2g} (Holm's family of {family})"
+
+
 def power_sentence(row, scale: float = 100.0, unit: str = "pp") -> str:
-    """How many seeds would detect ``row.effect`` at the observed spread, next to how many there are."""
+    """How many seeds would detect ``row.effect`` at the observed spread and the family's corrected α, next to
+    how many there are; 'a rough guide' when that spread rests on fewer than ``ROUGH_PAIRS`` pairs."""
     effect = f"{row.effect * scale:.2g} {unit}"
     if not np.isfinite(row.needed):
         return (f"no spread among the paired differences to size a study by; a difference of {effect} cannot be "
                 "judged from these seeds")
     have = f"{row.pairs} paired seed{'s' * (row.pairs != 1)}"
-    rough = f" (a rough guide: that spread itself rests on {row.pairs} pairs)" if row.pairs < 5 else ""
-    return (f"detecting {effect} with 80 % power at the observed spread (SD of paired differences "
-            f"{row.sd * scale:.2f} {unit}) needs {row.needed:.0f} paired seeds{rough}; there "
+    rough = (f" (a rough guide: that spread itself rests on {row.pairs} pairs)" if row.pairs < ROUGH_PAIRS else "")
+    return (f"detecting {effect} with 80 % power at {corrected_alpha(row)} and the observed spread (SD of paired "
+            f"differences {row.sd * scale:.2f} {unit}) needs {row.needed:.0f} paired seeds{rough}; there "
             f"{'are' if row.pairs != 1 else 'is'} {have}"
             + (", so 'not significant' may mean 'too few seeds'" if row.needed > row.pairs else ""))
 
@@ -342,10 +363,10 @@ def describe_paired(table: pd.DataFrame, alpha: float = ALPHA, scale: float = 10
             lines.append(f"{what}: too few paired seeds for a test (need at least 2).")
             continue
         diff = f"{num(row.difference, 2, scale, True)} {unit}"
-        ci = (f" ({label} CI {num(row.low, 2, scale, True)} to {num(row.high, 2, scale, True)})"
+        ci = (f" (unadjusted {label} CI {num(row.low, 2, scale, True)} to {num(row.high, 2, scale, True)})"
               if np.isfinite(row.low) else "")
         prob = (f"; a seed of {row.architecture} beats one of {row.baseline} with probability {row.prob:.2f}"
-                + (f" ({label} CI {row.prob_low:.2f} to {row.prob_high:.2f})" if np.isfinite(row.prob_low)
+                + (f" (unadjusted {label} CI {row.prob_low:.2f} to {row.prob_high:.2f})" if np.isfinite(row.prob_low)
                    else f" ({row.prob_note})" if row.prob_note else ""))
         if not np.isfinite(row.p):
             verdict = f"no test: {row.note}"

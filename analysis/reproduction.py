@@ -12,10 +12,18 @@ the study published as ``accuracy``. For each architecture × dataset:
   here because every run on both sides is censored at the same epoch);
 * **time per epoch relative to convnet** (ours: training + evaluation seconds; the study's: elapsed time / epochs,
   which is training + evaluation too, on its GPU);
-* **verdict**: a two-sample comparison of the last-epoch accuracy with both numbers of runs (Student's t with the
-  pooled variance, exact under "same distribution"; with 1 run of ours it is the prediction test, where a new run
-  of the study would fall). p ≥ 0.05 reads "within the published spread"; otherwise the section says how far
-  outside, in points and in the study's SDs.
+* **verdict**, one of three, on the last-epoch accuracy with both numbers of runs (Student's t with the pooled
+  variance, exact under "same distribution"; with 1 run of ours it is the prediction test, where a new run of the
+  study would fall):
+
+  - *outside* the study's results: the two-sided test rejects at ``ALPHA`` (the section says by how many points
+    and study SDs);
+  - *equivalent* within ±margin: two one-sided tests (Schuirmann's TOST, the same pooled t) both reject, i.e. the
+    90 % interval of the difference lies inside ±margin; the margin is one study SD, never below
+    ``MIN_MARGIN`` (0.5 pp), unless the caller sets one;
+  - *inconclusive*: neither. p ≥ 0.05 alone is absence of evidence, not agreement: with 2 runs against the study's
+    10, a true shift of one study SD passes the test 79 % of the time, while equivalence within one SD is
+    almost never shown at 2–3 runs (tests/test_reproduction.py simulates both).
 """
 
 from __future__ import annotations
@@ -29,17 +37,22 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from . import format as fmt
+from .metrics import ALPHA, BASELINE
+
 REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "seed_results.csv"
-ALPHA = 0.05
-BASELINE = "convnet"
+MIN_MARGIN = 0.005  # the equivalence margin's floor: half a percentage point of accuracy
+OUTSIDE, EQUIVALENT, INCONCLUSIVE, NONE = "outside", "equivalent", "inconclusive", "not comparable"
 STUDY_TARGETS = {"mnist": 0.98, "fashion_mnist": 0.85}
 KEY = "study"  # the section's key in the report
 TITLE = "Reproduction of the reference study"
 LEAD = ("Trials run with the study's protocol (training.protocol: study) beside the study's published runs. "
         "Accuracy is on the study's evaluation split after each epoch (its 5,000-image half of the official test "
-        "set), compared at the last epoch every one of our trials of the cell reached. Verdict: two-sample Student t-test "
-        "(pooled variance) on last-epoch accuracy, with both numbers of runs (one run of ours: where a new run of the "
-        "study would fall); p ≥ 0.05 reads as within the published spread. Time per epoch is relative to convnet on each side "
+        "set), compared at the last epoch every one of our trials of the cell reached. Verdict on last-epoch accuracy, "
+        "with both numbers of runs (pooled-variance Student t; one run of ours: where a new run of the study would "
+        "fall): outside (the two-sided test rejects at α = 0.05), equivalent (two one-sided tests show the difference "
+        "within ±margin, by default one study SD and never below 0.5 pp; the margin is stated per cell), or "
+        "inconclusive (neither: too few runs to tell). Time per epoch is relative to convnet on each side "
         "(ours: training + evaluation seconds on our hardware; the study's: elapsed seconds per epoch on its GPU).")
 
 
@@ -50,54 +63,94 @@ def reference(path: str | Path = REFERENCE_CSV) -> pd.DataFrame:
 
 @dataclass
 class Comparison:
-    """Two-sample comparison of our runs with the study's."""
+    """Our runs against the study's: the pooled t-test, the two one-sided tests, and the three-way decision."""
 
     diff: float  # ours - study (fraction)
     in_sds: float  # diff in the study's SDs
-    p: float
-    test: str  # "Welch" or "prediction"
+    p: float  # two-sided: "different"
+    test: str  # "t" or "prediction t"
     n_ours: int
     n_study: int
+    margin: float = float("nan")  # the equivalence margin (fraction), ±
+    p_equivalent: float = float("nan")  # TOST: the larger of the two one-sided p-values
+    note: str = ""
 
     @property
-    def within(self) -> bool:
-        return not (self.p < ALPHA)
+    def decision(self) -> str:
+        return NONE if self.test == "none" else str(decisions(self.p, self.p_equivalent))
 
     def verdict(self) -> str:
         n = f"n = {self.n_ours} vs {self.n_study}"
-        if math.isnan(self.p):
+        margin = f"±{fmt.num(self.margin, 2, 100)} pts"
+        diff = f"{fmt.num(self.diff, 2, 100, True)} pts"
+        decision = self.decision
+        if decision == NONE:
             return f"not comparable ({n})"
-        if self.within:
-            return f"within the published spread ({self.test} p = {self.p:.2f}, {n})"
-        side = "above" if self.diff > 0 else "below"
-        sds = f", {abs(self.in_sds):.1f} study SDs" if math.isfinite(self.in_sds) else ""
-        return f"outside: {abs(self.diff) * 100:.2f} pts {side}{sds} ({self.test} p = {self.p:.2g}, {n})"
+        if self.note:
+            return f"inconclusive: {self.note} (difference {diff}, margin {margin}, {n})"
+        if decision == OUTSIDE:
+            side = "above" if self.diff > 0 else "below"
+            sds = f", {abs(self.in_sds):.1f} study SDs" if math.isfinite(self.in_sds) else ""
+            return f"outside: {abs(self.diff) * 100:.2f} pts {side}{sds} ({self.test} p = {self.p:.2g}, {n})"
+        if decision == EQUIVALENT:
+            return (f"equivalent within {margin}: difference {diff} (TOST p = {self.p_equivalent:.2g}; "
+                    f"{self.test} p = {self.p:.2f}, {n})")
+        return (f"inconclusive: not shown outside ({self.test} p = {self.p:.2f}) nor within {margin} "
+                f"(TOST p = {self.p_equivalent:.2f}); difference {diff}, {n}")
 
 
-def compare(ours, study) -> Comparison:
-    """Student's two-sample t-test with the pooled variance, of our last-epoch accuracies against the study's.
+def default_margin(study) -> float:
+    """One study SD, never below ``MIN_MARGIN``."""
+    y = np.asarray(pd.Series(study, dtype=float).dropna())
+    sd = float(y.std(ddof=1)) if len(y) > 1 else float("nan")
+    return max(sd, MIN_MARGIN) if math.isfinite(sd) else MIN_MARGIN
+
+
+def compare(ours, study, margin: float | None = None) -> Comparison:
+    """Student's two-sample t-test with the pooled variance, of our last-epoch accuracies against the study's, and
+    Schuirmann's two one-sided tests of |difference| < ``margin`` with the same t (default ``default_margin``).
 
     The hypothesis under test is "a faithful reproduction": the same distribution on both sides, equal variances
     included, so the pooled test is exact at every n; Welch's is not (it calls about 10 % of true reproductions
     "outside" with 2 runs against 10, see the tests). With one run of ours it is the prediction test: t on n − 1 df
-    of (x − mean) / (SD·√(1 + 1/n)), where a new run of the study would fall."""
+    of (x − mean) / (SD·√(1 + 1/n)), where a new run of the study would fall. With no spread on either side there
+    is nothing to scale a difference by: no p-value (a p of 0 would claim certainty), the cell is inconclusive."""
     x = np.asarray(pd.Series(ours, dtype=float).dropna())
     y = np.asarray(pd.Series(study, dtype=float).dropna())
     m, n = len(x), len(y)
+    nan = float("nan")
     if m == 0 or n < 2:
-        return Comparison(float("nan"), float("nan"), float("nan"), "none", m, n)
+        return Comparison(nan, nan, nan, "none", m, n)
+    margin = default_margin(y) if margin is None else float(margin)
     diff = float(x.mean() - y.mean())
     sd_y = float(y.std(ddof=1))
     in_sds = diff / sd_y if sd_y > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
-    ss = float(((y - y.mean()) ** 2).sum() + ((x - x.mean()) ** 2).sum())
+    test = "prediction t" if m == 1 else "t"
+    _, p, p_equivalent = pooled_tests(x, y, margin)
+    if not np.isfinite(p):
+        return Comparison(diff, in_sds, nan, test, m, n, margin, nan, "no spread on either side to test against")
+    return Comparison(diff, in_sds, float(p), test, m, n, margin, float(p_equivalent))
+
+
+def pooled_tests(x: np.ndarray, y: np.ndarray, margin) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Along the last axis (many samples at once, which keeps the simulations in the tests fast): the difference
+    of means, the pooled t-test's two-sided p and TOST's p for |difference| < ``margin``; NaN p-values where
+    neither side has any spread."""
+    m, n = x.shape[-1], y.shape[-1]
+    diff = x.mean(-1) - y.mean(-1)
+    ss = ((y - y.mean(-1, keepdims=True)) ** 2).sum(-1) + ((x - x.mean(-1, keepdims=True)) ** 2).sum(-1)
     df = m + n - 2
-    pooled_sd = math.sqrt(ss / df)
-    if pooled_sd == 0:
-        p = 1.0 if diff == 0 else 0.0
-    else:
-        t = diff / (pooled_sd * math.sqrt(1 / m + 1 / n))
-        p = float(2 * sps.t.sf(abs(t), df))
-    return Comparison(diff, in_sds, p, "prediction t" if m == 1 else "t", m, n)
+    se = np.sqrt(ss / df) * math.sqrt(1 / m + 1 / n)
+    se = np.where(se > 0, se, np.nan)
+    p = 2 * sps.t.sf(np.abs(diff) / se, df)
+    p_equivalent = np.maximum(sps.t.sf((diff + margin) / se, df), sps.t.cdf((diff - margin) / se, df))
+    return diff, p, p_equivalent
+
+
+def decisions(p, p_equivalent) -> np.ndarray:
+    """``Comparison.decision`` for arrays of p-values (NaN p: inconclusive)."""
+    p, pe = np.asarray(p), np.asarray(p_equivalent)
+    return np.where(p < ALPHA, OUTSIDE, np.where(pe < ALPHA, EQUIVALENT, INCONCLUSIVE))
 
 
 def study_trial_ids(results) -> set[str]:
@@ -146,9 +199,9 @@ def _runs(frame: pd.DataFrame, run: str, acc: str, upto: int) -> dict:
 def _fmt(values) -> str:
     v = pd.Series(values, dtype=float).dropna()
     if v.empty:
-        return "–"
-    sd = f" ± {v.std(ddof=1) * 100:.2f}" if len(v) > 1 else ""
-    return f"{v.mean() * 100:.2f}{sd} (n={len(v)})"
+        return fmt.DASH
+    sd = f" ± {fmt.num(v.std(ddof=1), 2, 100)}" if len(v) > 1 else ""
+    return f"{fmt.num(v.mean(), 2, 100)}{sd} (n={len(v)})"
 
 
 @dataclass
@@ -167,8 +220,9 @@ class Section:
 
 
 def comparison_table(epochs: pd.DataFrame, ref: pd.DataFrame, targets: dict[str, float] | None = None,
-                     baseline: str = BASELINE) -> pd.DataFrame:
-    """One raw row per architecture × dataset that both sides have: ours beside the study's (see module doc)."""
+                     baseline: str = BASELINE, margin: float | None = None) -> pd.DataFrame:
+    """One raw row per architecture × dataset that both sides have: ours beside the study's (see module doc);
+    ``margin`` (a fraction) replaces each cell's default equivalence margin (one study SD, ≥ 0.5 pp)."""
     targets = {**STUDY_TARGETS, **(targets or {})}
     rows = []
     for (dataset, arch), ours in epochs.groupby(["dataset", "architecture"]):
@@ -183,7 +237,7 @@ def comparison_table(epochs: pd.DataFrame, ref: pd.DataFrame, targets: dict[str,
         o_best = [c.max() for c in o.values()]
         s_best = [c.max() for c in s.values()]
         target = targets.get(dataset)
-        cmp = compare(o_last, s_last)
+        cmp = compare(o_last, s_last, margin)
         ours_upto = ours[ours["epoch"] <= upto]
         rows.append({
             "dataset": dataset, "architecture": arch, "epoch": upto, "study_epochs": int(study["epoch"].max()),
@@ -199,7 +253,8 @@ def comparison_table(epochs: pd.DataFrame, ref: pd.DataFrame, targets: dict[str,
             "ours_s_per_epoch": float((ours_upto["train_time_s"] + ours_upto["eval_time_s"]).median()),
             "study_s_per_epoch": float((study.groupby("run")["elapsed_s"].max() / study.groupby("run")["epoch"].max()).median()),
             "ours_minus_study": cmp.diff, "in_study_sds": cmp.in_sds, "p": cmp.p, "test": cmp.test,
-            "within": cmp.within, "verdict": cmp.verdict(),
+            "margin": cmp.margin, "p_equivalent": cmp.p_equivalent, "decision": cmp.decision,
+            "verdict": cmp.verdict(),
         })
     table = pd.DataFrame(rows)
     if table.empty:
@@ -213,7 +268,7 @@ def comparison_table(epochs: pd.DataFrame, ref: pd.DataFrame, targets: dict[str,
 def display_table(table: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
     if table.empty:
         return table
-    ratio = lambda v: "–" if pd.isna(v) else f"{v:.2f}×"  # noqa: E731
+    ratio = lambda v: fmt.DASH if pd.isna(v) else f"{fmt.num(v, 2)}×"  # noqa: E731
     return pd.DataFrame({
         "dataset": table["dataset"], "architecture": table["architecture"],
         "epoch": [f"{e} of {s}" for e, s in zip(table["epoch"], table["study_epochs"])],
@@ -265,14 +320,15 @@ def curves_figure(epochs: pd.DataFrame, ref: pd.DataFrame) -> bytes:
 
 
 def section(results, targets: dict[str, float] | None = None, baseline: str = BASELINE,
-            ref: pd.DataFrame | None = None) -> Section | None:
-    """The Reproduction section, or None when the store holds no trial of the study's protocol."""
+            ref: pd.DataFrame | None = None, margin: float | None = None) -> Section | None:
+    """The Reproduction section, or None when the store holds no trial of the study's protocol; ``margin`` as in
+    ``comparison_table``."""
     ids = study_trial_ids(results)
     epochs = results.epochs[results.epochs["trial_id"].isin(ids)]
     if epochs.empty:
         return None
     ref = reference() if ref is None else ref
-    table = comparison_table(epochs, ref, targets, baseline)
+    table = comparison_table(epochs, ref, targets, baseline, margin)
     out = Section()
     if table.empty:
         out.notes.append("the study's protocol was run, but on no architecture × dataset the study published")
@@ -285,8 +341,9 @@ def section(results, targets: dict[str, float] | None = None, baseline: str = BA
     if len(partial):
         out.notes.append(f"partial run: {len(partial)} cell(s) compared at an earlier epoch than the study's last "
                          "(the study's accuracy is taken at the same epoch)")
-    outside = table[~table["within"].astype(bool)]
-    out.notes.append(f"{len(table) - len(outside)} of {len(table)} cells within the published spread"
-                     + (f"; outside: {', '.join(f'{r.architecture}/{r.dataset}' for r in outside.itertuples())}"
-                        if len(outside) else ""))
+    parts = []
+    for decision in (OUTSIDE, EQUIVALENT, INCONCLUSIVE):
+        cells = [f"{r.architecture}/{r.dataset}" for r in table[table["decision"] == decision].itertuples()]
+        parts.append(f"{len(cells)} {decision}" + (f" ({', '.join(cells)})" if cells and decision != INCONCLUSIVE else ""))
+    out.notes.append(f"of {len(table)} cells: " + "; ".join(parts))
     return out

@@ -51,6 +51,9 @@ def _space_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=_csv(int), default=None, metavar="0,1", help="run only these seeds of the space")
     p.add_argument("--retry-errored", action="store_true",
                    help="run again trials that ended in error in an earlier run (default: keep them)")
+    p.add_argument("--until-decided", action="store_true",
+                   help="run seeds in rounds until each comparison with the baseline is decided (the space's "
+                        "decide: section, else its defaults: convnet, test accuracy, ±0.5 pp, α 0.05, 20 seeds)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
@@ -193,7 +196,7 @@ def _run(args) -> int:
                          data_dir=resolve_data_dir(args.data_dir), address=args.address,
                          max_concurrent=args.max_concurrent, download=not args.no_download,
                          retry_errored=args.retry_errored, verbose=0 if args.quiet else 2 if args.verbose else 1,
-                         storage_path=args.storage_path, overrides=args.overrides)
+                         storage_path=args.storage_path, overrides=args.overrides, until_decided=args.until_decided)
     ran = ", ".join(f"{n} {status}" for status, n in sorted(outcome.statuses.items())) or "nothing to run"
     print(f"stbench: run {outcome.run_id} finished in {time.perf_counter() - t0:.0f} s: {ran}; "
           f"{outcome.skipped} of {outcome.total} trials already in the store {Path(args.results_dir).resolve()}")
@@ -207,8 +210,26 @@ def _plan(args) -> int:
     from .plan import make_plan
 
     space, _ = load_with_overrides(args)
+    decided = args.until_decided or space.decide is not None
+    if decided:  # the plan lists the budget's trials (the most a decision can take) and the expected seeds
+        from . import decide
+
+        decide.check_selection(space, selection(args))
+        space = decide.budget_space(space, decide.config(space).budget)
     plan = make_plan(space, select_by=selection(args), results_dir=Path(args.results_dir),
                      data_dir=resolve_data_dir(args.data_dir), retry_errored=args.retry_errored,
                      max_concurrent=args.max_concurrent)
-    print(plan.to_json() if args.json else plan.to_text())
+    lines = []
+    if decided:
+        from .store import ResultsStore
+
+        root = Path(args.results_dir)
+        stored = ResultsStore.check(root, must_exist=True).trials() if (root / "store.json").is_file() else None
+        lines = decide.plan_for(space, stored, args.architectures)
+    if args.json:
+        import json
+
+        print(json.dumps({**json.loads(plan.to_json()), "decide": lines}, indent=2) if decided else plan.to_json())
+    else:
+        print("\n".join([plan.to_text(), *lines]))
     return 0

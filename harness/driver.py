@@ -101,9 +101,16 @@ def tune_storage(store: ResultsStore, storage_path: str | None = None) -> str:
 def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Path, select_by: dict | None = None,
         address: str | None = None, max_concurrent: int | None = None, download: bool = True,
         retry_errored: bool = False, verbose: int = 1, storage_path: str | None = None,
-        overrides: list[str] | tuple = ()) -> Outcome:
-    """Tune (when the space asks for it), then benchmark; everything checked before anything is written."""
+        overrides: list[str] | tuple = (), until_decided: bool = False) -> Outcome:
+    """Tune (when the space asks for it), then benchmark; everything checked before anything is written.
+    With a ``decide:`` section (or ``until_decided``) the benchmark runs seeds in rounds (harness/decide.py)."""
     select_by = select_by or {}
+    decided = until_decided or space.decide is not None
+    if decided:
+        from . import decide
+
+        decide.check_selection(space, select_by)
+        space = decide.budget_space(space, decide.config(space).budget)
     trials = select(space.trials(), **select_by)
     store = ResultsStore.check(results_dir)  # nothing is written until every check has passed
     preflight(space, trials, data_dir, download)
@@ -118,6 +125,11 @@ def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Pat
                                tune_storage(store, storage_path), list(overrides))
             tuned = session.tune(select_by) if space.tune is not None else {}
             trials = select(space.trials(tuned), **select_by)
+            if decided:  # the rounds' loop lives in harness/decide.py
+                settings = decide.settings_for(space, max(space.stack_sizes(stack_device(space)).values()),
+                                               select_by.get("architectures"))
+                return decide.run_rounds(session, trials, settings, max_concurrent, retry_errored,
+                                         Outcome(session.run_id, 0, 0))
             return session.benchmark(trials, max_concurrent, retry_errored)
 
 

@@ -165,6 +165,31 @@ class Tuning(BaseModel):
         return {k: getattr(self, k) for k in ("loc_lr", "loc_lr_mult", "lr") if getattr(self, k) is not None}
 
 
+class Decide(BaseModel):
+    """Seeds until decided (``harness/decide.py``): seeds run in rounds, and each comparison with a baseline stops
+    once an anytime-valid test decides it (different, equivalent within ±margin) or the budget is spent."""
+
+    model_config = Strict
+
+    baselines: list[ArchitectureName] = Field(default_factory=lambda: ["convnet"], min_length=1)
+    metric: Literal["test_acc", "best_val_acc"] = "test_acc"
+    margin: float = Field(0.005, gt=0, lt=1, description="equivalence margin, a fraction (0.005 = ±0.5 pp)")
+    alpha: float = Field(0.05, gt=0, lt=1, description="family-wise error over all comparisons and rounds")
+    budget: int = Field(20, ge=2, description="seeds per cell at most")
+    round: Optional[int] = Field(None, ge=1, description="seeds per round (default: the seed stack, at least 2)")
+    first: Optional[int] = Field(None, ge=2, description="seeds of the first round (default: one round)")
+
+    def decide_checks(self, architectures: list[str]) -> None:
+        missing = [b for b in self.baselines if b not in architectures]
+        if missing:
+            raise ValueError(f"decide.baselines: {', '.join(missing)} is not among the space's architectures; "
+                             f"allowed: {', '.join(architectures)}")
+        if not [a for a in architectures if a not in self.baselines]:
+            raise ValueError("decide.baselines: every architecture is a baseline; nothing to compare")
+        if self.first is not None and self.first > self.budget:
+            raise ValueError(f"decide.first: {self.first} is above the budget of {self.budget} seeds")
+
+
 class Wandb(BaseModel):
     """Weights & Biases: offline by default (no account, no network); ``disabled`` turns it off."""
 
@@ -189,6 +214,7 @@ class SearchSpace(BaseModel):
     max_failures: int = Field(2, ge=0)
     wandb: Wandb = Wandb()
     tune: Optional[Tuning] = None
+    decide: Optional[Decide] = None
     # convergence targets (validation accuracy) for the report, over each dataset's own convergence_target
     targets: dict[DatasetName, Annotated[float, Field(gt=0, le=1)]] = {}  # type: ignore[valid-type]
 
@@ -208,6 +234,12 @@ class SearchSpace(BaseModel):
         if not with_stn:
             raise ValueError("tune: none of the space's architectures has a spatial transformer to tune")
         self.tune.architectures = with_stn
+        return self
+
+    @model_validator(mode="after")
+    def _decide_baselines(self):
+        if self.decide is not None:
+            self.decide.decide_checks(list(self.architectures))
         return self
 
     @model_validator(mode="after")

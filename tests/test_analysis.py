@@ -212,11 +212,70 @@ def test_paired_comparisons_pair_by_seed_and_correct_with_holm(synth):
     st_all, base_all = np.add(base, better).tolist() + [0.5], base
     beats = np.mean([[(x > y) + 0.5 * np.isclose(x, y) for y in base_all] for x in st_all])  # ties count half
     assert st.prob == pytest.approx(beats) and st.prob_low < st.prob <= st.prob_high
-    assert st.needed == stats.seeds_needed(np.std(better, ddof=1), metrics.EFFECT)
+    assert st.family == 2 and st.power_alpha == 0.025  # the power line at the family's corrected α
+    assert st.needed == stats.seeds_needed(np.std(better, ddof=1), metrics.EFFECT, 0.05 / 2)
     words = " ".join(metrics.describe_paired(table.reset_index()))
     assert "1 of 2 differences" in words and "paired seeds" in words and "with probability" in words
     assert "stnet vs convnet on mnist" in words and "coordconv vs convnet on mnist" in words
     assert "+2.00 pp" in words
+
+
+def test_a_raw_interval_that_excludes_zero_is_not_clearly_different_after_holm(synth):
+    """Two comparisons, each with a raw 95 % interval above 0 (p = 0.036 and 0.032), whose Holm-adjusted p-values
+    are 0.064: the answer, the headline and the paired table all say 'not clearly different' / not significant."""
+    from analysis import verdict
+
+    base = [0.90, 0.92, 0.91, 0.93, 0.89]
+    up = {"stnet": [0.012, 0.003, 0.006, 0.010, 0.001], "coordconv": [0.011, 0.002, 0.007, 0.009, 0.0015]}
+    for seed, b in enumerate(base):
+        synth.trial("convnet", seed, [0.5], test_acc=b)
+        for arch, d in up.items():
+            synth.trial(arch, seed, [0.5], test_acc=b + d[seed])
+    tables = {"paired": metrics.paired_table(load(synth.root).trials)}
+    raw = {a: sps.ttest_1samp(d, 0.0).pvalue for a, d in up.items()}
+    assert all(p < 0.05 for p in raw.values())
+    p_holm = min(1.0, max(2 * min(raw.values()), max(raw.values())))  # Holm by hand for two tests
+    for r in tables["paired"].itertuples():
+        assert r.low > 0 and r.p == pytest.approx(raw[r.architecture]) and r.p_holm == pytest.approx(p_holm) and p_holm >= 0.05
+        assert not r.significant and verdict.comparison_word(r) == verdict.SAME
+        line = verdict.accuracy_sentence(r, "convnet", "95 %")
+        assert f"is not clearly different from convnet's" in line and "(unadjusted 95 % CI)" in line
+        assert f"Holm-adjusted p = {p_holm:.2g} across 2 comparisons" in line
+        assert "corrected α = 0.025" in line and "higher" not in line
+        words = metrics.power_sentence(r)
+        assert "α = 0.05 / 2 = 0.025 (Holm's family of 2)" in words and "rough guide" not in words  # 5 pairs
+    # the same store read through the whole report: the answer's sentences and headline cells
+    a = analyse(load(synth.root), checkpoints=False)
+    answer = " ".join(a.verdicts["mnist"])
+    assert answer.count("not clearly different from convnet's") == 2 and "higher than" not in answer
+    cells = a.tables["headline"].set_index("architecture")["test accuracy"]
+    assert cells["stnet"].startswith("not clearly different (Holm p = 0.064") and "higher" not in " ".join(cells)
+    assert any("unadjusted" in c for c in a.tables["headline"].columns)
+    # with a single comparison the same raw p (0.036) survives, and the words say so
+    alone = metrics.paired_table(load(synth.root).trials.query("architecture != 'coordconv'")).iloc[0]
+    assert alone.significant and verdict.comparison_word(alone) == verdict.HIGHER
+
+
+def test_an_untested_comparison_is_worded_not_clearly_different_with_the_reason():
+    from types import SimpleNamespace
+
+    from analysis import verdict
+
+    row = SimpleNamespace(architecture="stnet", difference=0.01, low=float("nan"), high=float("nan"), p=float("nan"),
+                          p_holm=float("nan"), significant=False, pairs=3, needed=float("nan"), effect=0.005,
+                          power_alpha=0.025, family=2, note="all 3 paired differences equal: no spread to test against")
+    line = verdict.accuracy_sentence(row, "convnet", "95 %")
+    assert "is not clearly different from convnet's: +1.00 (all 3 paired" in line and "no test (all 3" in line
+    assert "unadjusted" not in line  # no interval shown, so none labelled
+
+
+def test_the_power_line_is_a_rough_guide_below_five_pairs_and_uses_the_corrected_alpha():
+    from types import SimpleNamespace
+
+    row = SimpleNamespace(effect=0.005, needed=17.0, pairs=3, sd=0.005, family=9, power_alpha=0.05 / 9)
+    words = metrics.power_sentence(row)
+    assert "α = 0.05 / 9 = 0.0056 (Holm's family of 9)" in words and "a rough guide" in words and "17 paired" in words
+    assert stats.seeds_needed(1.0, 1.0, 0.05 / 9) == 17 and stats.seeds_needed(1.0, 1.0) == 10  # d = 1, as G*Power
 
 
 def test_tuning_trials_are_kept_apart_when_the_store_marks_a_stage():

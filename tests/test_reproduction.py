@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 import pandas as pd
@@ -122,10 +123,34 @@ def test_compare_matches_the_pooled_t_test_and_the_prediction_test():
     one = R.compare([0.99], y)
     t = (0.99 - np.mean(y)) / (np.std(y, ddof=1) * np.sqrt(1 + 1 / 5))
     assert one.test == "prediction t" and one.p == pytest.approx(2 * sps.t.sf(abs(t), 4))
-    assert R.compare([0.98, 0.98], [0.98, 0.98]).p == 1.0 and np.isnan(R.compare([], y).p)
-    assert "within the published spread" in R.compare(y, y).verdict()
+    assert np.isnan(R.compare([], y).p) and R.compare([], y).decision == R.NONE
     far = R.compare([0.90, 0.91], y).verdict()
     assert far.startswith("outside:") and "below" in far and "n = 2 vs 5" in far
+
+
+def test_equivalence_is_two_one_sided_pooled_t_tests_as_scipy_computes_them():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(0.98, 0.002, 6), rng.normal(0.98, 0.002, 10)
+    for margin in (0.001, 0.003, 0.01):
+        c = R.compare(x, y, margin)
+        above = sps.ttest_ind(x + margin, y, equal_var=True, alternative="greater").pvalue  # H0: diff ≤ −margin
+        below = sps.ttest_ind(x - margin, y, equal_var=True, alternative="less").pvalue  # H0: diff ≥ +margin
+        assert c.margin == margin and c.p_equivalent == pytest.approx(max(above, below))
+    assert R.compare(x, y).margin == pytest.approx(max(np.std(y, ddof=1), R.MIN_MARGIN)) == R.MIN_MARGIN
+    wide = rng.normal(0.9, 0.03, 10)
+    assert R.compare(x, wide).margin == pytest.approx(np.std(wide, ddof=1))  # one study SD above the floor
+    y0 = y - y.mean() + 0.98
+    same = R.compare(y0, y0, 0.005)
+    assert same.decision == R.EQUIVALENT and same.verdict().startswith("equivalent within ±0.50 pts")
+    few = R.compare(y0[:2], y0)
+    assert few.decision == R.INCONCLUSIVE and few.verdict().startswith("inconclusive: not shown outside")
+
+
+def test_no_spread_on_either_side_gives_no_p_value():
+    for ours in ([0.98, 0.98], [0.99, 0.99], [0.99]):
+        c = R.compare(ours, [0.98, 0.98, 0.98])
+        assert np.isnan(c.p) and np.isnan(c.p_equivalent) and c.decision == R.INCONCLUSIVE
+        assert "no spread on either side" in c.verdict()
 
 
 @pytest.mark.parametrize("m,n", [(1, 10), (2, 2), (3, 3), (5, 5), (10, 10), (2, 10), (3, 5)])
@@ -133,9 +158,44 @@ def test_the_verdict_calls_a_true_reproduction_outside_about_5_percent_of_the_ti
     """Both sides drawn from one normal: the rate of 'outside' verdicts must be the test's size, 5 %
     (Welch's test fails this at m = 2, n = 10 with ~10 %, which is why the pooled test is used)."""
     rng = np.random.default_rng(m * 100 + n)
-    reps = 3000
-    outside = sum(not R.compare(rng.normal(0.98, 0.002, m), rng.normal(0.98, 0.002, n)).within for _ in range(reps))
-    assert 0.03 <= outside / reps <= 0.07
+    reps = 20_000
+    assert 0.04 <= _decision_rates(m, n, 0.0, reps, rng)[R.OUTSIDE] <= 0.06
+
+
+def _decision_rates(m, n, shift, reps, rng, sd=0.01):
+    """Fractions of outside / equivalent / inconclusive, through the production functions (``pooled_tests`` and
+    ``decisions`` are what ``compare`` calls), many samples at once. Our m runs are shifted by ``shift`` margins,
+    the margin being the one the study published (its sample SD, ≥ 0.5 pp): a fixed number once the study is out,
+    so the truth is put at that number times ``shift``."""
+    y = rng.normal(0.9, sd, (reps, n))
+    margin = np.maximum(y.std(-1, ddof=1), R.MIN_MARGIN)  # default_margin, per sample
+    x = rng.normal(0.9, sd, (reps, m)) + shift * margin[:, None]
+    d = R.decisions(*R.pooled_tests(x, y, margin)[1:])
+    return {k: float(np.mean(d == k)) for k in (R.OUTSIDE, R.EQUIVALENT, R.INCONCLUSIVE)}
+
+
+def test_three_way_decisions_by_simulation():
+    """'Equivalent' is wrongly claimed at most α of the time when the truth sits on the margin (one study SD), and
+    at 2 runs against 10 a shift of one SD mostly reads 'inconclusive', never 'within'. ``-s`` prints the grid."""
+    rng = np.random.default_rng(7)
+    reps = 20_000
+    one = R.compare(x := rng.normal(0.9, 0.01, 3), y := rng.normal(0.9, 0.01, 10))
+    assert one.decision == R.decisions(*R.pooled_tests(x, y, R.default_margin(y))[1:])
+    print("\nreproduction decisions (study n = 10, SD 1 pp; margin = the study's sample SD), fractions:")
+    print(f"{'ours':>5} {'shift/margin':>12} {'outside':>8} {'equiv.':>7} {'inconcl.':>8}")
+    for m in (1, 2, 3, 5, 10, 30):
+        for shift in (0.0, 1.0, 2.0):
+            r = _decision_rates(m, 10, shift, reps, rng)
+            print(f"{m:>5} {shift:>12.1f} {r[R.OUTSIDE]:>8.3f} {r[R.EQUIVALENT]:>7.3f} {r[R.INCONCLUSIVE]:>8.3f}")
+            se = math.sqrt(0.05 * 0.95 / reps)
+            if shift >= 1.0:  # on or beyond the margin: 'equivalent' is the error
+                assert r[R.EQUIVALENT] <= 0.05 + 3 * se, (m, shift, r)
+            if m <= 3:
+                assert r[R.EQUIVALENT] < 0.05, (m, shift, r)  # 2–3 runs almost never show equivalence
+            if m == 2 and shift == 1.0:
+                assert 0.15 < r[R.OUTSIDE] < 0.25 and r[R.INCONCLUSIVE] > 0.7  # ~80 % once read as "within"
+            if shift == 0.0 and m in (10, 30):  # the README: about a third at 10 runs, three in five at 30
+                assert (0.28 < r[R.EQUIVALENT] < 0.42) if m == 10 else (0.55 < r[R.EQUIVALENT] < 0.68), (m, r)
 
 
 def _ours_from_reference(ref, dataset, arch, runs, epochs, shift=0.0):
@@ -151,14 +211,14 @@ def test_the_study_compared_with_itself_is_within_its_spread_and_a_shift_is_not(
     assert len(ref) == 1560 and ref.groupby(["dataset", "architecture"]).run.nunique().sum() == 68
     ours = pd.concat([_ours_from_reference(ref, "mnist", a, range(1, 11), 20) for a in ("convnet", "stnet")])
     table = R.comparison_table(ours, ref)
-    assert set(table.architecture) == {"convnet", "stnet"} and table.within.all()
+    assert set(table.architecture) == {"convnet", "stnet"} and (table.decision == R.EQUIVALENT).all()
     assert table.p.tolist() == pytest.approx([1.0, 1.0]) and (table.ours_last == table.study_last).all()
     assert table.study_last[table.architecture == "stnet"].item() == "98.64 ± 0.09 (n=10)"
     # median epoch (ours) against elapsed / epochs (the study's): the same ratio up to the median's rounding
     assert table.ours_time_vs_convnet.tolist() == pytest.approx(table.study_time_vs_convnet.tolist(), rel=0.05)
     shifted = R.comparison_table(_ours_from_reference(ref, "mnist", "stnet", range(1, 4), 20, shift=-0.01), ref)
     row = shifted.iloc[0]
-    assert not row.within and row.ours_minus_study == pytest.approx(-0.01 + (ref[(ref.dataset == "mnist") & (ref.architecture == "stnet")
+    assert row.decision == R.OUTSIDE and row.ours_minus_study == pytest.approx(-0.01 + (ref[(ref.dataset == "mnist") & (ref.architecture == "stnet")
                                                           & (ref.epoch == 20) & ref.run.isin([1, 2, 3])].accuracy.mean()
                                                       - ref[(ref.dataset == "mnist") & (ref.architecture == "stnet")
                                                             & (ref.epoch == 20)].accuracy.mean()))
@@ -204,14 +264,16 @@ def test_the_section_appears_only_for_study_protocol_trials(tmp_path):
     section = R.section(load(synth.root))
     assert section is not None and section.key == "study"
     table = section.tables["study_comparison"]
-    assert len(table) == 2 and (table.epoch == 3).all() and (table.ours_n == 2).all() and table.within.all()
+    assert len(table) == 2 and (table.epoch == 3).all() and (table.ours_n == 2).all()
+    assert (table.decision == R.INCONCLUSIVE).all()  # 2 runs against 10: neither outside nor shown within
     assert section.figures and section.figures[0][2][:4] == b"\x89PNG"
     assert any("partial run" in n for n in section.notes)
     from analysis.report import build
 
     _, paths = build(synth.root, tmp_path / "report", checkpoints=False)
     summary = paths["markdown"].read_text()
-    assert "8. Reproduction of the reference study" in summary and "within the published spread" in summary
+    assert "8. Reproduction of the reference study" in summary and "inconclusive: not shown outside" in summary
+    assert "within the published spread" not in summary
     assert (tmp_path / "report" / "figures" / "study_curves.png").is_file()
     assert (tmp_path / "report" / "tables" / "study_comparison.csv").is_file()
     assert "Reproduction" in paths["html"].read_text()

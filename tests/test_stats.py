@@ -1,7 +1,7 @@
 """The estimators of ``analysis.stats`` against known answers, and their intervals by coverage simulation.
 
 The simulation draws many samples at once (vectorised numpy, seconds in all) at
-n = 2, 3, 5, 10 from normal and skewed distributions, computes each interval the
+n = 2, 3, 5, 10, 20 from normal and skewed distributions, computes each interval the
 report uses with the same helpers the report calls, and prints a table (n,
 nominal, observed; run with ``-s`` to see it). Where an interval is shown at an
 n, its coverage must be within 3 points of nominal; where it is not shown (the
@@ -39,12 +39,22 @@ def test_iqm_is_the_mean_at_two_or_three_seeds_and_its_interval_needs_ten():
     assert not few.bounded and "needs ≥ 10" in few.note
     x = np.array([0.1, 0.90, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98])
     ci = stats.iqm_interval(x)
-    # Tukey–McLaughlin by hand: g = 2 trimmed per end, winsorised SD, t on n − 2g − 1 = 5 df
-    w = np.sort(x)
-    w[:2], w[-2:] = w[2], w[-3]
-    half = sps.t.ppf(0.975, 5) * w.std(ddof=1) / ((1 - 2 * 2 / 10) * math.sqrt(10))
-    assert ci.estimate == pytest.approx(np.sort(x)[2:8].mean()) and ci.high - ci.estimate == pytest.approx(half)
+    assert ci.estimate == pytest.approx(sps.trim_mean(x, 0.25))
     assert ci.low > 0.5  # one bad seed does not drag the IQM's interval
+
+
+@pytest.mark.parametrize("n", [4, 7, 10, 11, 20])
+def test_trimmed_mean_interval_is_yuens_as_scipy_computes_it(n):
+    """Yuen's one-sample interval is scipy's two-sample Yuen–Welch test against a sample with no spread (its
+    winsorised variance term is 0, so the SE and the h − 1 degrees of freedom are the first sample's alone)."""
+    x = np.random.default_rng(n).normal(0.9, 0.02, n)
+    ci = stats.iqm_interval(x, min_seeds=4)
+    ref = sps.ttest_ind(x, np.zeros(n), trim=0.25, equal_var=False)
+    g = int(0.25 * n)
+    assert ref.df == pytest.approx(n - 2 * g - 1)
+    low, high = ref.confidence_interval(0.95)
+    assert ci.estimate == pytest.approx(sps.trim_mean(x, 0.25))
+    assert (ci.low, ci.high) == (pytest.approx(low, rel=1e-9), pytest.approx(high, rel=1e-9))
 
 
 def test_ratio_interval_recovers_an_exact_ratio():
@@ -78,11 +88,12 @@ def test_holm_adjusts_known_p_values():
 
 def test_probability_of_improvement_counts_pairs_and_ties_half():
     two = stats.prob_improvement([3, 5], [1, 4])  # pairs: 3>1, 3<4, 5>1, 5>4 → 3/4
-    assert two.estimate == pytest.approx(0.75) and not two.bounded and "needs ≥ 3" in two.note
+    assert two.estimate == pytest.approx(0.75) and not two.bounded and "needs ≥ 4" in two.note
     assert stats.prob_improvement([1, 2], [2, 3]).estimate == pytest.approx(0.125)  # 1 tie of 4 pairs → ½ / 4
-    res = stats.prob_improvement([3, 5, 6], [1, 4, 7])  # 3>1, 5>1, 5>4, 6>1, 6>4 → 5/9
+    assert not stats.prob_improvement([3, 5, 6], [1, 4, 7]).bounded  # 3 seeds each: shown without bounds
+    res = stats.prob_improvement([3, 5, 6], [1, 4, 7], min_seeds=3)  # 3>1, 5>1, 5>4, 6>1, 6>4 → 5/9
     assert res.estimate == pytest.approx(5 / 9) and 0 <= res.low < 5 / 9 < res.high <= 1
-    top = stats.prob_improvement([2, 2, 2], [1, 1, 1])
+    top = stats.prob_improvement([2, 2, 2, 2], [1, 1, 1, 1])
     assert top.estimate == 1 and top.high == 1 and top.low < 0.9  # never the certainty a bootstrap would claim
     # Newcombe (2006) method 5 solves (p − θ)² = z² V(θ): both ends satisfy it
     z2 = sps.norm.ppf(0.975) ** 2
@@ -132,6 +143,21 @@ def test_kaplan_meier_keeps_censored_trials_and_never_lowers_the_median():
     assert wide.median == 4 and wide.low <= 4 and wide.high == math.inf
 
 
+def test_kaplan_meier_with_every_trial_censored_bounds_the_median_where_enough_trials_were_followed():
+    km = stats.kaplan_meier([1, 1, 1, 1, 1, 50], [False] * 6)
+    assert km.median == math.inf and km.high == math.inf
+    assert km.low == 1  # was 50: the one trial followed to 50 cannot bound the median alone
+    # independently: the exact (Clopper–Pearson) upper bound of the fraction reached by t, 0 events among the
+    # k trials followed to t, is below ½ at t = 1 (k = 6) and not at any later time (k = 1)
+    for t, k in ((1, 6), (2, 1), (50, 1)):
+        upper = sps.binomtest(0, k).proportion_ci(0.95, method="exact").high
+        assert (upper < 0.5) == (t <= km.low)
+    ten = stats.kaplan_meier([3, 4, 5, 6, 7, 8, 9, 10, 11, 12], [False] * 10)
+    k = next(k for k in range(1, 11) if sps.binomtest(0, k).proportion_ci(0.95).high < 0.5)
+    assert ten.low == sorted([3, 4, 5, 6, 7, 8, 9, 10, 11, 12])[-k] == 7
+    assert math.isnan(stats.kaplan_meier([4, 4, 4], [False] * 3).low)  # too few for any bound
+
+
 def test_failures_censored_at_the_horizon_do_not_make_a_median():
     # 2 trials reach the target at epoch 10, 3 diverge at epoch 2 of 20 planned
     at_failure = stats.kaplan_meier([10, 10, 2, 2, 2], [True, True, False, False, False])
@@ -142,7 +168,7 @@ def test_failures_censored_at_the_horizon_do_not_make_a_median():
 
 # -- coverage simulation -------------------------------------------------------------------------
 REPS = 10_000
-NS = (2, 3, 5, 10)
+NS = (2, 3, 5, 10, 20)
 TOLERANCE = 0.03
 NOMINAL = stats.CONFIDENCE
 
@@ -253,3 +279,37 @@ def test_intervals_cover_what_they_claim_where_they_are_shown():
     # the old percentile-bootstrap IQM was dishonest at small n, which is why it is not shown
     old = {(k, n): o for name, k, n, _, o, _ in rows if name.startswith("IQM: percentile")}
     assert old["normal", 2] < 0.6 and old["normal", 3] < 0.8
+
+
+THETAS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def newcombe_grid(seed: int = 1, reps: int = 20_000):
+    """Coverage of Newcombe's interval for P(A beats B) across true probabilities θ (A = B shifted by
+    √2·Φ⁻¹(θ) standard deviations, normal seeds), at n seeds each: {n: [coverage per θ]}."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for n in (2, 3, 4, 5, 10, 20):
+        row = []
+        for theta in THETAS:
+            x = rng.normal(math.sqrt(2) * sps.norm.ppf(theta), 1.0, (reps, n))
+            y = rng.normal(0.0, 1.0, (reps, n))
+            p = (x[:, :, None] > y[:, None, :]).mean((1, 2))
+            lo, hi = stats.newcombe_bounds(p, n, n, NOMINAL)
+            row.append(float(np.mean((lo <= theta) & (theta <= hi))))
+        out[n] = row
+    return out
+
+
+def test_newcombe_covers_across_true_probabilities_from_the_seeds_it_is_shown_at():
+    grid = newcombe_grid()
+    print("\nNewcombe coverage (nominal 0.95) by true P(A beats B); shown from", stats.MIN_SEEDS_PROB, "seeds each")
+    print("  n  " + " ".join(f"{t:>6.2f}" for t in THETAS) + "  shown")
+    for n, row in grid.items():
+        print(f"{n:>3}  " + " ".join(f"{c:>6.3f}" for c in row) + f"  {'yes' if n >= stats.MIN_SEEDS_PROB else 'no'}")
+    for n, row in grid.items():
+        if n >= stats.MIN_SEEDS_PROB:
+            assert all(abs(c - NOMINAL) <= TOLERANCE for c in row), (n, row)
+    # why not at 3: a true 0.5 puts 2 / C(6, 3) = 10 % of samples on p = 0 or 1, where no interval this narrow
+    # reaches 0.5
+    assert grid[3][0] < 0.92
