@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from harness.decide import report_lines
+
 from . import metrics, reproduction, stats, verdict
 from .checkpoints import Inspection, inspect_checkpoints
 from .load import Results, choose_data_dir, recorded_cache_dir, resolve_targets
@@ -62,6 +64,9 @@ def analyse(results: Results, targets: dict[str, float] | None = None, baseline:
     t["headline"] = verdict.headline(t, baseline, confidence)
     a.paired_sentences = metrics.describe_paired(t["paired"], confidence=confidence)
     a.verdicts = verdict.sentences(t, baseline, confidence)
+    decided = report_lines(results)
+    if decided:
+        a.verdicts["seeds until decided"] = decided
     a.reproduction = reproduction.section(results, a.targets, baseline)
     t.update(a.reproduction.tables if a.reproduction else {})
 

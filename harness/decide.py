@@ -34,7 +34,10 @@ harness lazily and nothing of Ray, and they call the same functions the simulati
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import shlex
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -377,50 +380,6 @@ def check_selection(space, select_by: dict) -> None:
         raise UserError("--architectures: only baselines chosen; nothing to compare")
 
 
-def run_rounds(session, trials: list, settings: Settings, max_concurrent, retry_errored: bool, outcome):
-    """The driver's loop: replay the decisions from the store, run the next round's seeds for the cells that
-    still need them (as ordinary trials: a kill between rounds and a rerun continue where it stopped), until
-    every comparison is decided or out of budget. ``trials``: the budget grid (one-seed trials)."""
-    from .driver import done_statuses  # the driver imports this module lazily; no cycle at import time
-
-    ids = {t.trial_id for t in trials}
-    by_cell: dict[tuple[str, str], list] = {}
-    for t in trials:
-        by_cell.setdefault((t.architecture, t.dataset), []).append(t)
-    print(f"stbench: seeds until decided: {len(settings.family)} comparison(s), each at α = "
-          f"{settings.alpha_each:.3g}, margin ±{settings.margin * 100:g} pp, looks at "
-          f"{', '.join(map(str, settings.looks))} seeds")
-    done_before = session.store.finished_trial_ids(done_statuses(retry_errored)) & ids
-    considered: set[str] = set()
-    last = None
-    rounds = 0
-    while True:
-        decisions = replay(session.store.trials(), settings, ids)
-        nxt = next_round(decisions)
-        if nxt is None:
-            break
-        look, cells = nxt
-        batch = sorted((t for cell in cells for t in by_cell.get(cell, []) if t.seed < look),
-                       key=lambda t: (t.dataset, t.architecture, t.seed))
-        if (look, frozenset(cells)) == last:  # the round ran and still left its seeds missing: stop, say why
-            print(f"stbench: seeds until decided: the round to {look} seeds left trials unfinished; rerun to continue")
-            break
-        last = (look, frozenset(cells))
-        open_ = sum(d.decision == UNDECIDED for d in decisions.values())
-        print(f"stbench: round {rounds + 1}: seeds up to {look} for {len(cells)} cell(s); {open_} of "
-              f"{len(decisions)} comparison(s) undecided")
-        session.benchmark(batch, max_concurrent, retry_errored)
-        rounds += 1
-        considered |= {t.trial_id for t in batch}
-        finished = session.store.trials()  # each trial counted once, with the status it ended with
-        finished = finished[finished["trial_id"].isin(considered - done_before)]
-        outcome.statuses = finished["status"].value_counts().to_dict()
-    outcome.total, outcome.skipped = len(considered), len(considered & done_before)
-    for line in sentences(replay(session.store.trials(), settings, ids), settings):
-        print(f"stbench: {line}")
-    return outcome
-
-
 def sentences(decisions: dict[Comparison, Decision], settings: Settings) -> list[str]:
     return [d.sentence(settings.alpha_each, settings.margin, settings.budget, len(settings.family))
             for d in decisions.values()]
@@ -448,13 +407,18 @@ def report_lines(results) -> list[str]:
     return lines
 
 
+# The run flags that change what a decision compared, read back from a run's recorded command line (the rest of
+# ``stbench run``'s parser is the CLI's, which this module does not import: the CLI sits above everything).
+_RUN_FLAGS = argparse.ArgumentParser(add_help=False)
+_RUN_FLAGS.add_argument("--until-decided", action="store_true")
+_RUN_FLAGS.add_argument("--architectures", type=lambda text: [v for v in text.split(",") if v.strip()], default=None)
+_RUN_FLAGS.add_argument("--cpu", type=float, default=None)
+_RUN_FLAGS.add_argument("--gpu", type=float, default=None)
+
+
 def _decided_run(row):
     """(space with the run's overrides and --gpu / --cpu, chosen architectures), or None if the run did not
     decide seeds."""
-    import json
-    import shlex
-
-    from .cli import parser
     from .errors import UserError
     from .space import Resources, parse_space
 
@@ -467,7 +431,7 @@ def _decided_run(row):
     words = words[1:]
     if words[:1] == ["run"]:
         words = words[1:]
-    args, _ = parser().parse_known_args(words)
+    args, _ = _RUN_FLAGS.parse_known_args(words)
     if space.decide is None and not args.until_decided:
         return None
     resources = {k: v for k, v in (("cpu", args.cpu), ("gpu", args.gpu)) if v is not None}

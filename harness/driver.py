@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from . import decide
 from .data import DATASETS
 from .errors import UserError
 from .provenance import driver_provenance
@@ -107,8 +108,6 @@ def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Pat
     select_by = select_by or {}
     decided = until_decided or space.decide is not None
     if decided:
-        from . import decide
-
         decide.check_selection(space, select_by)
         space = decide.budget_space(space, decide.config(space).budget)
     trials = select(space.trials(), **select_by)
@@ -125,10 +124,10 @@ def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Pat
                                tune_storage(store, storage_path), list(overrides))
             tuned = session.tune(select_by) if space.tune is not None else {}
             trials = select(space.trials(tuned), **select_by)
-            if decided:  # the rounds' loop lives in harness/decide.py
+            if decided:  # seeds in rounds: run_decided_rounds below, decisions from harness/decide.py
                 settings = decide.settings_for(space, max(space.stack_sizes(stack_device(space)).values()),
                                                select_by.get("architectures"))
-                return decide.run_rounds(session, trials, settings, max_concurrent, retry_errored,
+                return run_decided_rounds(session, trials, settings, max_concurrent, retry_errored,
                                          Outcome(session.run_id, 0, 0))
             return session.benchmark(trials, max_concurrent, retry_errored)
 
@@ -357,3 +356,45 @@ def configure_tune_output() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def run_decided_rounds(session, trials: list, settings: "decide.Settings", max_concurrent, retry_errored: bool, outcome):
+    """The driver's loop: replay the decisions from the store, run the next round's seeds for the cells that
+    still need them (as ordinary trials: a kill between rounds and a rerun continue where it stopped), until
+    every comparison is decided or out of budget. ``trials``: the budget grid (one-seed trials)."""
+    ids = {t.trial_id for t in trials}
+    by_cell: dict[tuple[str, str], list] = {}
+    for t in trials:
+        by_cell.setdefault((t.architecture, t.dataset), []).append(t)
+    print(f"stbench: seeds until decided: {len(settings.family)} comparison(s), each at α = "
+          f"{settings.alpha_each:.3g}, margin ±{settings.margin * 100:g} pp, looks at "
+          f"{', '.join(map(str, settings.looks))} seeds")
+    done_before = session.store.finished_trial_ids(done_statuses(retry_errored)) & ids
+    considered: set[str] = set()
+    last = None
+    rounds = 0
+    while True:
+        decisions = decide.replay(session.store.trials(), settings, ids)
+        nxt = decide.next_round(decisions)
+        if nxt is None:
+            break
+        look, cells = nxt
+        batch = sorted((t for cell in cells for t in by_cell.get(cell, []) if t.seed < look),
+                       key=lambda t: (t.dataset, t.architecture, t.seed))
+        if (look, frozenset(cells)) == last:  # the round ran and still left its seeds missing: stop, say why
+            print(f"stbench: seeds until decided: the round to {look} seeds left trials unfinished; rerun to continue")
+            break
+        last = (look, frozenset(cells))
+        open_ = sum(d.decision == decide.UNDECIDED for d in decisions.values())
+        print(f"stbench: round {rounds + 1}: seeds up to {look} for {len(cells)} cell(s); {open_} of "
+              f"{len(decisions)} comparison(s) undecided")
+        session.benchmark(batch, max_concurrent, retry_errored)
+        rounds += 1
+        considered |= {t.trial_id for t in batch}
+        finished = session.store.trials()  # each trial counted once, with the status it ended with
+        finished = finished[finished["trial_id"].isin(considered - done_before)]
+        outcome.statuses = finished["status"].value_counts().to_dict()
+    outcome.total, outcome.skipped = len(considered), len(considered & done_before)
+    for line in decide.sentences(decide.replay(session.store.trials(), settings, ids), settings):
+        print(f"stbench: {line}")
+    return outcome

@@ -189,7 +189,7 @@ decide: {budget: 16, round: 2, margin: 0.005}
 
 
 class StandIn:
-    """What ``run_rounds`` uses of the driver's session: ``store`` and ``benchmark(trials, ...)``. Each trial's
+    """What ``run_decided_rounds`` uses of the driver's session: ``store`` and ``benchmark(trials, ...)``. Each trial's
     test accuracy is fixed by its architecture and seed: stnet 2 pp above convnet (different), coordconv within
     0.05 pp (equivalent), stcoordconv +0.3 pp with a 2 pp spread (out of budget)."""
 
@@ -220,14 +220,14 @@ class StandIn:
 
 
 def _rounds(root, interrupt_after=None):
-    from harness.driver import Outcome
+    from harness.driver import Outcome, run_decided_rounds
     from harness.space import parse_space
 
     space = D.budget_space(parse_space(QUICK_DECIDE), 16)
     settings = D.settings_for(space, 1)
     session = StandIn(root, interrupt_after)
     trials = space.trials()
-    outcome = D.run_rounds(session, trials, settings, None, False, Outcome("r", 0, 0))
+    outcome = run_decided_rounds(session, trials, settings, None, False, Outcome("r", 0, 0))
     return session, outcome, D.replay(session.store.trials(), settings, {t.trial_id for t in trials}), settings
 
 

@@ -1,17 +1,15 @@
-"""The answer first: a verdict per dataset in plain sentences, and the headline table."""
+"""The answer first: a verdict per dataset in plain sentences (worded from the Holm-corrected family), the
+decisions of any seeds-until-decided run, and the headline table."""
 
 from __future__ import annotations
 
-from .. import format as fmt
+from .. import verdict
 from ..blocks import Items, Section, Table, Text
 from ..compute import Analysis
 
 
 def section(a: Analysis) -> Section:
-    c = fmt.conf_label(a.confidence)
-    blocks: list = [Text(f"What the store says, dataset by dataset: each number with its {c} interval (or why it "
-                         "has none) and the number of seeds it rests on. 'Not clearly different' means the interval "
-                         "includes no difference; the power line says whether more seeds could tell.")]
+    blocks: list = [Text(verdict.answer_lead(a.confidence))]
     for dataset, lines in a.verdicts.items():
         blocks += [Text(dataset, "dataset"), Items(lines, "verdict")]
     if not a.verdicts:
