@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from . import plugins
 from .data import DATASETS
 from .errors import UserError
 from .provenance import driver_provenance
@@ -44,7 +45,9 @@ def trial_name(tune_trial) -> str:
 
 
 def preflight(space: SearchSpace, trials: list[Trial], data_dir: Path, download: bool) -> None:
-    """Dataset files present and well-formed; every split big enough for its batch size."""
+    """Dataset files present and well-formed; every split big enough for its batch size; every model that is
+    not a built-in on a built-in dataset takes its dataset's input."""
+    plugins.check_inputs(plugins.pairs_to_check(trials))
     for name in sorted({t.dataset for t in trials}):
         dataset = DATASETS[name]
         dataset.prepare(data_dir, download=download)
@@ -148,7 +151,8 @@ class _Session:
             from .data.distorted import cache_dir
 
             # the generated datasets' cache: the report reads the same files back when it examines weights
-            provenance = {**driver_provenance(), "cache_dir": str(cache_dir(self.data_dir))}
+            provenance = {**driver_provenance(), "cache_dir": str(cache_dir(self.data_dir)),
+                          **({"plugins": plugins.fingerprints()} if plugins.active() else {})}
             self.run_row = {"run_id": self.run_id, "space": self.space.name, "space_yaml": self.space_yaml,
                             "command": provenance.pop("argv"),
                             "address": cluster_address(self.address) or "local",
@@ -266,7 +270,7 @@ def build_tuner(trainable, space: SearchSpace, *, param_space: dict, name: str, 
                                 max_report_frequency=20, print_intermediate_tables=True)
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
     return tune.Tuner(
-        tune.with_resources(trainable, resources),
+        tune.with_resources(plugins.carry(trainable), resources),  # the space's plugins travel with it
         param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,

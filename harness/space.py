@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic_core import PydanticCustomError
 
 from .data import DATASETS
 from .errors import UserError
-from .models import ARCHITECTURES, MODELS
+from . import plugins as plugin_registry
+from .models import ARCHITECTURES
 from .trial import Trial
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -35,8 +37,24 @@ def _spaces_dir() -> Path:
 SPACES_DIR = _spaces_dir()
 DEFAULT_SPACE = "quick"
 
-ArchitectureName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
-DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
+
+
+def _known(kind: str, registry, extra: str):
+    """A name the registry resolves (built-ins, the grammar, the active space's plugins), else the same
+    'not allowed' line a Literal gives."""
+    def check(name: str) -> str:
+        try:
+            registry[name]
+        except KeyError:
+            raise PydanticCustomError("literal_error", "not allowed", {"expected": ", ".join(registry) + extra}) from None
+        return name
+
+    return AfterValidator(check)
+
+
+ArchitectureName = Annotated[str, _known("architecture", ARCHITECTURES, ", tv:NAME, st(X), coordconv(X) or a "
+                                                                        "name in plugins.architectures")]
+DatasetName = Annotated[str, _known("dataset", DATASETS, " or a name in plugins.datasets")]
 
 Strict = ConfigDict(extra="forbid")
 
@@ -177,6 +195,22 @@ class Wandb(BaseModel):
     init_timeout_s: float = Field(60.0, gt=0, description="how long a trial's W&B run may take to start")
 
 
+class PluginRef(BaseModel):
+    """A space's own architecture or dataset: ``file.py:NAME`` (relative to the space file) or ``pkg.mod:NAME``."""
+
+    model_config = Strict
+
+    target: str = Field(min_length=3, description='"file.py:NAME" or "package.module:NAME"')
+    options: dict[str, Any] = Field({}, description="architectures: builder defaults; datasets: factory arguments")
+
+
+class Plugins(BaseModel):
+    model_config = Strict
+
+    architectures: dict[str, PluginRef] = {}
+    datasets: dict[str, PluginRef] = {}
+
+
 class SearchSpace(BaseModel):
     model_config = Strict
 
@@ -192,6 +226,7 @@ class SearchSpace(BaseModel):
     tune: Optional[Tuning] = None
     # convergence targets (validation accuracy) for the report, over each dataset's own convergence_target
     targets: dict[DatasetName, Annotated[float, Field(gt=0, le=1)]] = {}  # type: ignore[valid-type]
+    plugins: Plugins = Plugins()  # registered before the rest is validated (``activate_plugins``)
 
     @model_validator(mode="after")
     def _tunable_architectures(self):
@@ -315,6 +350,7 @@ def parse_space(text: str, source: str = "<search space>", overrides: list[str] 
         got = "an empty file" if raw is None else f"a YAML {type(raw).__name__}"
         raise UserError(f"{source}: not a text YAML file of a mapping (name, architectures, datasets, ...); got {got}")
     raw = apply_overrides(raw, overrides)
+    activate_plugins(raw, source)
     try:
         space = SearchSpace.model_validate(raw)
         for dataset in space.datasets:
@@ -325,6 +361,23 @@ def parse_space(text: str, source: str = "<search space>", overrides: list[str] 
     except ValidationError as e:
         raise UserError(f"{source}: {format_errors(e, SearchSpace)}") from None
     return space
+
+
+def activate_plugins(raw: dict, source: str) -> None:
+    """The space's plugins (and the entry points it names) resolved, checked and registered, so that the rest
+    of the space validates against them; a space without any leaves the registries to the built-ins."""
+    try:
+        plugins = Plugins.model_validate(raw.get("plugins") or {})
+    except ValidationError as e:
+        raise UserError(f"{source}: {format_errors(e, Plugins, prefix=('plugins',))}") from None
+    architectures = raw.get("architectures") if isinstance(raw.get("architectures"), list) else []
+    datasets = list(raw["datasets"]) if isinstance(raw.get("datasets"), dict) else []
+    base_dir = Path(source).resolve().parent if Path(source).suffix in (".yaml", ".yml") else Path.cwd()
+    try:
+        carried = plugin_registry.resolve(plugins, [str(a) for a in architectures], [str(d) for d in datasets], base_dir)
+    except plugin_registry.PluginError as e:
+        raise UserError(f"{source}: {e}") from None
+    plugin_registry.activate(carried)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
