@@ -253,6 +253,11 @@ class SearchSpace(BaseModel):
             unknown = sorted(set(options) - set(allowed))
             if unknown:
                 raise ValueError(f"model_options.{arch}: unknown option {unknown[0]!r}; allowed: {', '.join(allowed) or 'none'}")
+        for arch in self.architectures:  # what identity hashes must resolve too (pretrained weights' names)
+            try:
+                ARCHITECTURES[arch].canonical(self.model_options.get(arch, {}))
+            except ValueError as e:
+                raise ValueError(f"model_options.{arch}.{e}") from None
         return self
 
     @model_validator(mode="after")

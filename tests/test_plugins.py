@@ -1,0 +1,221 @@
+"""A space's own architectures and datasets: every bad plugin is one line, exit 2, nothing written; identity
+hashes the canonical spec (built-ins keep today's ids); plugins reach a worker without the files."""
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cloudpickle
+import pytest
+import yaml
+
+from harness.cli import stbench
+from harness.errors import UserError
+from harness.space import SPACES_DIR, load_space, parse_space
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "own_model"
+MODEL = """
+from torch import nn
+
+def tiny_cnn(in_shape, num_classes, width: int = 16):
+    return nn.Sequential(nn.Conv2d(in_shape[0], width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+
+def wrong(x):
+    return nn.Identity()
+
+def not_a_dataset(size=8):
+    return object()
+"""
+
+
+def write_space(tmp_path: Path, model: str = MODEL, **space) -> Path:
+    (tmp_path / "models.py").write_text(model)
+    shutil.copy(EXAMPLE / "data.py", tmp_path / "data.py")
+    doc = {"name": "own", "plugins": {"architectures": {"tiny": {"target": "models.py:tiny_cnn"}},
+                                      "datasets": {"blobs": {"target": "data.py:Blobs", "options": {"n_train": 300}}}},
+           "architectures": ["tiny"], "datasets": {"blobs": {"val_size": 50}}, "wandb": {"mode": "disabled"}}
+    for key, value in space.items():
+        doc[key] = value
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def refused(tmp_path, capsys, **space) -> str:
+    """``stbench run`` on the space: exit 2, one line on stderr, no results directory."""
+    results = tmp_path / "results"
+    rc = stbench(["run", "--space", str(write_space(tmp_path, **space)), "--results-dir", str(results),
+                  "--data-dir", str(tmp_path / "data"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not results.exists(), err
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
+
+
+BAD = {
+    "file missing": ({"plugins": {"architectures": {"tiny": {"target": "nope.py:tiny_cnn"}}}},
+                     "plugins.architectures.tiny.target: cannot read"),
+    "name missing in file": ({"plugins": {"architectures": {"tiny": {"target": "models.py:tiny"}}}},
+                             "plugins.architectures.tiny.target: models.py has no 'tiny'; allowed: nn, not_a_dataset, tiny_cnn, wrong"),
+    "not a target": ({"plugins": {"architectures": {"tiny": {"target": "models.py"}}}},
+                     "plugins.architectures.tiny.target: 'models.py' is not a target; allowed:"),
+    "module missing": ({"plugins": {"architectures": {"tiny": {"target": "stbench_no_such_lab.models:net"}}}},
+                       "needs the module 'stbench_no_such_lab', which is not installed; fix: pip install stbench_no_such_lab"),
+    "wrong signature": ({"plugins": {"architectures": {"tiny": {"target": "models.py:wrong"}}}},
+                        "plugins.architectures.tiny.target: wrong(x) has the wrong signature"),
+    "option the builder does not take": (
+        {"plugins": {"architectures": {"tiny": {"target": "models.py:tiny_cnn", "options": {"depth": 3}}}}},
+        "plugins.architectures.tiny.target: tiny_cnn takes no option 'depth'; allowed: width"),
+    "model option the builder does not take": ({"model_options": {"tiny": {"depth": 3}}},
+                                               "model_options.tiny: unknown option 'depth'; allowed: width"),
+    "wrapper option nobody takes": ({"architectures": ["st(tiny)"], "model_options": {"st(tiny)": {"layers": "all"}}},
+                                    "model_options.st(tiny): unknown option 'layers'; allowed: width, loc_size"),
+    "dataset option the factory does not take": (
+        {"plugins": {"datasets": {"blobs": {"target": "data.py:Blobs", "options": {"colour": True}}}}},
+        "plugins.datasets.blobs.options: Blobs takes no option 'colour'; allowed: size, n_train"),
+    "not a dataset": ({"plugins": {"datasets": {"blobs": {"target": "models.py:not_a_dataset"}}}},
+                      "plugins.datasets.blobs.target: object is not a Dataset (it lacks name, task"),
+    "unknown architecture": ({"architectures": ["tiny", "st(tinny)"]},
+                             "architectures.1: 'st(tinny)' is not allowed; allowed: convnet, stnet"),
+    "unknown torchvision model": ({"architectures": ["tv:resnet19"]}, "architectures.0: 'tv:resnet19' is not allowed"),
+    "unknown dataset": ({"datasets": {"blobz": {}}}, "datasets.blobz: 'blobz' is not allowed; allowed: mnist"),
+    "plugin shadows a built-in": ({"plugins": {"architectures": {"convnet": {"target": "models.py:tiny_cnn"}}}},
+                                  "plugins.architectures.convnet: 'convnet' is a built-in architecture"),
+    "model cannot take the input": ({"architectures": ["tv:vgg11"], "datasets": {"mnist": {}}},
+                                    "architectures: tv:vgg11 cannot take datasets.mnist's input 1x28x28 (Given input size"),
+    "plugin model cannot take the input": (
+        {"architectures": ["tiny", "tv:alexnet"], "plugins": {
+            "architectures": {"tiny": {"target": "models.py:tiny_cnn"}},
+            "datasets": {"blobs": {"target": "data.py:Blobs", "options": {"size": 16}}}}},
+        "architectures: tv:alexnet cannot take datasets.blobs's input 3x16x16"),
+    "bad weights": ({"architectures": ["tv:resnet18"], "model_options": {"tv:resnet18": {"weights": "IMAGENET9"}}},
+                    "model_options.tv:resnet18.weights: 'IMAGENET9' is not a weight of resnet18; allowed: DEFAULT, IMAGENET1K_V1"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_plugin_is_one_line_exit_2_nothing_written(case, tmp_path, capsys):
+    space, expected = BAD[case]
+    assert expected in refused(tmp_path, capsys, **space)
+
+
+def test_missing_package_through_python_m_harness(tmp_path):
+    """The same line from ``python -m harness run``, run from another directory."""
+    space = write_space(tmp_path, plugins={"architectures": {"tiny": {"target": "stbench_no_such_lab.models:net"}}})
+    done = subprocess.run([sys.executable, "-m", "harness", "run", "--space", str(space), "--results-dir", "results"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2 and not (tmp_path / "results").exists()
+    assert done.stderr.strip().splitlines() == [
+        f"error: {space}: plugins.architectures.tiny.target: 'stbench_no_such_lab.models:net' needs the module "
+        "'stbench_no_such_lab', which is not installed; fix: pip install stbench_no_such_lab"]
+
+
+def test_every_shipped_space_keeps_its_trial_ids():
+    """Ids computed on main before this change (tests/fixtures/shipped_trial_ids.json)."""
+    expected = json.loads((REPO / "tests" / "fixtures" / "shipped_trial_ids.json").read_text())
+    assert sorted(expected) == sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+    for name, ids in expected.items():
+        space, _ = load_space(name)
+        assert sorted(t.trial_id for t in space.trials()) == ids, name
+
+
+def _ids(path: Path) -> dict[str, str]:
+    return {t.architecture: t.trial_id for t in load_space(path)[0].trials()}
+
+
+def test_identity_is_the_canonical_spec_not_the_label(tmp_path):
+    a = _ids(write_space(tmp_path / "a" if (tmp_path / "a").mkdir() is None else None,
+                         architectures=["tiny", "st(tiny)", "coordconv(tiny)"]))
+    # another label for the same file and function, the default spelled out: the same ids
+    b_dir = tmp_path / "b"; b_dir.mkdir()
+    b = _ids(write_space(b_dir, plugins={"architectures": {"mine": {"target": "models.py:tiny_cnn"}},
+                                         "datasets": {"blobs": {"target": "data.py:Blobs", "options": {"n_train": 300}}}},
+                         architectures=["mine", "st(mine)", "coordconv(mine)"],
+                         model_options={"coordconv(mine)": {"layers": "first", "width": 16}}))
+    assert [a["tiny"], a["st(tiny)"], a["coordconv(tiny)"]] == [b["mine"], b["st(mine)"], b["coordconv(mine)"]]
+    assert len(set(a.values())) == 3
+    # the code's text is provenance, not identity; a changed default is identity
+    c_dir = tmp_path / "c"; c_dir.mkdir()
+    assert _ids(write_space(c_dir, model=MODEL + "\n# a comment\n"))["tiny"] == a["tiny"]
+    d_dir = tmp_path / "d"; d_dir.mkdir()
+    assert _ids(write_space(d_dir, model=MODEL.replace("width: int = 16", "width: int = 32")))["tiny"] != a["tiny"]
+    # pretrained weights resolved: DEFAULT and its concrete name are the same model
+    e_dir = tmp_path / "e"; e_dir.mkdir()
+    e = {t.model_options["weights"]: t.trial_id for name in ("DEFAULT", "IMAGENET1K_V1") for t in load_space(
+        write_space(e_dir, architectures=["tv:resnet18"], model_options={"tv:resnet18": {"weights": name}}))[0].trials()}
+    assert e["DEFAULT"] == e["IMAGENET1K_V1"]
+
+
+def test_fingerprints_are_recorded_not_hashed(tmp_path):
+    from harness import plugins
+
+    load_space(write_space(tmp_path))
+    prints = plugins.fingerprints()
+    assert prints["architectures.tiny"]["file"] == "models.py" and len(prints["architectures.tiny"]["sha256"]) == 64
+    assert "source" not in prints["architectures.tiny"]
+    parse_space("name: t\narchitectures: [convnet]\ndatasets: {mnist: {}}")
+    assert plugins.active() == {} and plugins.fingerprints() == {}  # a space without plugins clears them
+
+
+def test_plugins_reach_a_worker_without_the_files(tmp_path):
+    """What Ray pickles for the trainable carries the files' text: a fresh process with the files deleted
+    builds the model and loads the data."""
+    from harness import plugins
+
+    load_space(write_space(tmp_path, architectures=["st(tiny)"]))
+    blob = cloudpickle.dumps(plugins.carry(json.dumps))
+    for f in ("models.py", "data.py", "space.yaml"):
+        (tmp_path / f).unlink()
+    worker = textwrap.dedent("""
+        import sys, cloudpickle
+        from harness.data import DATASETS
+        from harness.models import build_model
+        fn = cloudpickle.loads(sys.stdin.buffer.read())
+        assert fn({"x": 1}) == '{"x": 1}'
+        splits = DATASETS["blobs"].load(None, val_size=50)
+        model = build_model("st(tiny)", splits.in_shape, splits.num_classes)
+        print(tuple(model(splits.train_x[:2]).shape), splits.n_train)
+    """)
+    done = subprocess.run([sys.executable, "-c", worker], input=blob, capture_output=True, cwd="/",
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout.decode().split() == ["(2,", "4)", "250"]
+
+
+def test_carry_is_the_trainable_itself_without_plugins():
+    from harness import plugins
+
+    parse_space("name: t\narchitectures: [convnet]\ndatasets: {mnist: {}}")
+    assert plugins.carry(json.dumps) is json.dumps
+
+
+def test_entry_points_only_the_named_ones_load(tmp_path, monkeypatch):
+    """An installed package's ``stbench.architectures`` / ``stbench.datasets`` entry points: named in a space
+    without a plugins section; an entry point the space does not name is never imported."""
+    pkg = tmp_path / "site" / "stbench_lab"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(MODEL + "\nfrom .data import Blobs\nBLOBS = Blobs(n_train=300)\n")
+    shutil.copy(EXAMPLE / "data.py", pkg / "data.py")
+    (pkg / "broken.py").write_text("raise RuntimeError('never imported')\n")
+    dist = tmp_path / "site" / "stbench_lab-0.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: stbench-lab\nVersion: 0.3\n")
+    (dist / "top_level.txt").write_text("stbench_lab\n")
+    (dist / "entry_points.txt").write_text("[stbench.architectures]\nlabnet = stbench_lab:tiny_cnn\n"
+                                           "broken = stbench_lab.broken:net\n"
+                                           "[stbench.datasets]\nlabblobs = stbench_lab:BLOBS\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    from harness import plugins
+
+    space = parse_space("name: t\narchitectures: [labnet, 'coordconv(labnet)']\ndatasets: {labblobs: {val_size: 50}}")
+    assert [t.architecture for t in space.trials()] == ["labnet", "coordconv(labnet)"]
+    assert plugins.fingerprints()["architectures.labnet"] == {"module": "stbench_lab", "packages": {"stbench-lab": "0.3"}}
+    assert "stbench_lab.broken" not in sys.modules
+    with pytest.raises(UserError, match="'broken' is not allowed|importing 'stbench_lab.broken:net' failed"):
+        parse_space("name: t\narchitectures: [broken]\ndatasets: {labblobs: {val_size: 50}}")
