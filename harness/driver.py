@@ -47,7 +47,7 @@ def trial_name(tune_trial) -> str:
 def preflight(space: SearchSpace, trials: list[Trial], data_dir: Path, download: bool) -> None:
     """Dataset files present and well-formed; every split big enough for its batch size; every model that is
     not a built-in on a built-in dataset takes its dataset's input."""
-    plugins.check_inputs(plugins.pairs_to_check(trials))
+    plugins.check_inputs(plugins.pairs_to_check(trials), stack=space.stack_sizes(stack_device(space)))
     for name in sorted({t.dataset for t in trials}):
         dataset = DATASETS[name]
         dataset.prepare(data_dir, download=download)

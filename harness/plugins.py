@@ -286,26 +286,70 @@ def pairs_to_check(trials) -> list[tuple[str, str, dict]]:
     return list(seen.values())
 
 
-def check_inputs(pairs: list[tuple[str, str, dict]]) -> None:
+def check_inputs(pairs: list[tuple[str, str, dict]], stack: Mapping[str, int] | None = None) -> None:
     """One forward pass on the meta device (no memory, no compute) per (architecture, dataset, options) with
-    the dataset's declared input shape; pretrained weights are not loaded for it (the shapes are the same)."""
-    import torch
-
+    the dataset's declared input shape, and, where the dataset's seeds are stacked (``stack``: seeds per trial
+    by dataset), one through the vmapped stack the trainer would build. Pretrained weights are not loaded
+    for it (the shapes are the same). A model whose forward needs real values (``.item()``) is tried on the
+    CPU with a batch of zeros instead."""
     from .data import DATASETS
-    from .models import build_model
 
     for architecture, dataset, options in pairs:
         d = DATASETS[dataset]
-        shape = tuple(int(s) for s in d.in_shape)
+        shape, classes = tuple(int(s) for s in d.in_shape), int(d.num_classes)
         opts = {k: v for k, v in options.items() if k != "weights"}
         try:
-            with torch.device("meta"):
-                model = build_model(architecture, shape, int(d.num_classes), **opts)
-                out = model.eval()(torch.empty((2, *shape)))
-            if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, int(d.num_classes)):
-                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise ValueError(f"output {got}, expected (batch, {d.num_classes})")
-        except Exception as e:  # the model's own error, shortened to one line
-            text = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            _try(lambda device: _forward(architecture, shape, classes, opts, device), classes)
+        except Exception as e:
             raise PluginError(f"architectures: {architecture} cannot take datasets.{dataset}'s input "
-                              f"{'x'.join(map(str, shape))} ({text})") from None
+                              f"{'x'.join(map(str, shape))} ({_short(e)})") from None
+        k = int((stack or {}).get(dataset, 1))
+        if k > 1:
+            try:
+                _try(lambda device: _stacked_forward(architecture, shape, classes, opts, device), classes)
+            except Exception as e:
+                raise PluginError(f"training.stack: {architecture} cannot be trained as a stack of {k} seeds on "
+                                  f"{dataset} ({_short(e)}); allowed: stack: 1 for it (datasets.{dataset}.stack: 1)"
+                                  ) from None
+
+
+def _short(e: Exception) -> str:
+    return str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+
+
+def _try(forward: Callable, classes: int) -> None:
+    try:
+        out = forward("meta")
+    except Exception as e:
+        if "meta" not in str(e):
+            raise
+        out = forward("cpu")  # the forward needs values: a real one, on zeros
+    if not hasattr(out, "shape") or tuple(out.shape)[-2:] != (2, classes):
+        got = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
+        raise ValueError(f"output {got}, expected (batch, {classes})")
+
+
+def _forward(architecture: str, shape: tuple, classes: int, options: dict, device: str):
+    import torch
+
+    from .models import build_model
+
+    with torch.device(device):
+        return build_model(architecture, shape, classes, **options).eval()(torch.zeros((2, *shape)))
+
+
+def _stacked_forward(architecture: str, shape: tuple, classes: int, options: dict, device: str):
+    """Two seeds through ``vmap(functional_call)`` in training mode, as ``harness.stacked`` runs them."""
+    import copy
+
+    import torch
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from .models import build_model
+
+    with torch.device(device):
+        models = [build_model(architecture, shape, classes, **options) for _ in range(2)]
+        params, buffers = stack_module_state(models)
+        base = copy.deepcopy(models[0]).to("meta").train()
+        one = lambda p, b, x: functional_call(base, (p, b), (x,))  # noqa: E731
+        return vmap(one, randomness="different")(params, buffers, torch.zeros((2, 2, *shape)))

@@ -219,3 +219,68 @@ def test_entry_points_only_the_named_ones_load(tmp_path, monkeypatch):
     assert "stbench_lab.broken" not in sys.modules
     with pytest.raises(UserError, match="'broken' is not allowed|importing 'stbench_lab.broken:net' failed"):
         parse_space("name: t\narchitectures: [broken]\ndatasets: {labblobs: {val_size: 50}}")
+
+
+ITEM_MODEL = MODEL + """
+
+class Thresholded(nn.Module):
+    '''Data-dependent control flow: runs, but not on the meta device and not under vmap.'''
+
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.head = nn.Linear(in_shape[0] * in_shape[1] * in_shape[2], num_classes)
+
+    def forward(self, x):
+        if x.abs().max().item() > 100:
+            x = x / 100
+        return self.head(x.flatten(1))
+
+
+def thresholded(in_shape, num_classes):
+    return Thresholded(in_shape, num_classes)
+"""
+
+
+def test_a_model_that_cannot_be_stacked_is_refused_in_one_line(tmp_path, capsys):
+    """Its plain forward needs real values (checked on the CPU instead of the meta device, and accepted); a
+    stack of 2 cannot run it under vmap: refused before Ray, naming the setting."""
+    plugins_ = {"architectures": {"thr": {"target": "models.py:thresholded"}},
+                "datasets": {"blobs": {"target": "data.py:Blobs", "options": {"n_train": 300}}}}
+    err = refused(tmp_path, capsys, model=ITEM_MODEL, plugins=plugins_, architectures=["thr"],
+                  datasets={"blobs": {"val_size": 50, "stack": 2}})
+    assert "training.stack: thr cannot be trained as a stack of 2 seeds on blobs (vmap: It looks like you're " \
+           "calling .item()" in err and "allowed: stack: 1 for it (datasets.blobs.stack: 1)" in err
+    from harness import plugins
+
+    plugins.check_inputs([("thr", "blobs", {})], stack={"blobs": 1})  # unstacked it is fine
+
+
+def test_a_stack_of_two_batchnorm_user_models_trains_each_seed_as_alone(tmp_path):
+    """Seed stacking for a user model with BatchNorm (running statistics are per-seed buffers under vmap):
+    each seed of a stack of 2 ends where it ends trained alone (rounding-level differences only)."""
+    import torch
+
+    from harness.data import DATASETS
+    from harness.stacked import StackedTrainer
+    from harness.train import Trainer
+
+    space = load_space(write_space(tmp_path, architectures=["coordconv(tiny)"],
+                                   datasets={"blobs": {"val_size": 50, "epochs": 2, "train_limit": 96,
+                                                       "batch_size": 32, "seeds": 2, "stack": 2}}))[0]
+    from harness import plugins
+
+    plugins.check_inputs(plugins.pairs_to_check(space.trials()), stack=space.stack_sizes("cpu"))
+    trial = space.trials()[0].with_seeds([0, 1])
+    splits = DATASETS["blobs"].load(None, val_size=50, train_limit=96)
+    stacked = StackedTrainer(trial, splits)
+    per_epoch = list(stacked.run())
+    for i, seed in enumerate((0, 1)):
+        alone = Trainer(trial.with_seeds([seed]), splits)
+        metrics = list(alone.run())
+        for mine, theirs in zip(per_epoch, metrics):
+            assert mine[seed]["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-4, abs=1e-5)
+        state, reference = stacked.seed_state_dict(i), alone.model.state_dict()
+        assert any("running_mean" in k for k in state)
+        for k, v in reference.items():
+            if v.dtype.is_floating_point:
+                torch.testing.assert_close(state[k], v, rtol=1e-3, atol=1e-4, msg=k)
