@@ -284,3 +284,18 @@ def test_a_stack_of_two_batchnorm_user_models_trains_each_seed_as_alone(tmp_path
         for k, v in reference.items():
             if v.dtype.is_floating_point:
                 torch.testing.assert_close(state[k], v, rtol=1e-3, atol=1e-4, msg=k)
+
+
+def test_st_of_any_model_gets_the_localization_learning_rate_and_can_be_tuned(tmp_path):
+    from harness.models import build_model
+    from harness.train import build_optimizer
+
+    space = load_space(write_space(tmp_path, architectures=["tiny", "st(tiny)", "st(tv:resnet18)"],
+                                   tune={"loc_lr": {"low": 1e-4, "high": 1e-2}, "trials": 2}))[0]
+    assert space.tune.architectures == ["st(tiny)", "st(tv:resnet18)"]
+    model = build_model("st(tv:resnet18)", (3, 32, 32), 4)
+    optimizer = build_optimizer(model, {"optimizer": "sgd", "lr": 0.1, "loc_lr": 0.001, "momentum": 0.0,
+                                        "weight_decay": 0.0})
+    by_lr = {g["lr"]: sum(p.numel() for p in g["params"]) for g in optimizer.param_groups}
+    assert by_lr[0.001] == sum(p.numel() for p in model.stn.parameters())
+    assert by_lr[0.1] == sum(p.numel() for p in model.classifier.parameters())

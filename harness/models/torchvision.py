@@ -9,6 +9,8 @@ convolution of the same geometry. The head is replaced by one of ``num_classes``
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torchvision.models as tvm
 from torch import nn
@@ -17,6 +19,7 @@ from torch import nn
 NO_AUX = ("googlenet", "inception_v3")  # their auxiliary heads return a tuple in training: off
 
 
+@lru_cache(maxsize=1)
 def classifier_names() -> list[str]:
     return sorted(tvm.list_models(module=tvm))
 
