@@ -145,6 +145,17 @@ def check_options(fn: Callable, sig: inspect.Signature, where: str, options: Map
                           f"allowed: {', '.join(allowed) or 'none'}")
 
 
+def defaults(obj: Any) -> dict:
+    """A factory's keyword defaults (none for a dataset object)."""
+    if not callable(obj) or all(hasattr(obj, a) for a in DATASET_ATTRIBUTES) and not isinstance(obj, type):
+        return {}
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
 def make_dataset(obj: Any, where: str, options: Mapping[str, Any], name: str):
     """A ``Dataset`` object, or a factory (class or function) called with ``options`` to make one."""
     if isinstance(obj, type) or (callable(obj) and not all(hasattr(obj, a) for a in DATASET_ATTRIBUTES)):
@@ -217,7 +228,8 @@ def resolve(plugins, architectures: list[str], datasets: list[str], base_dir: Pa
                 check_builder(obj, f"{where}.target", options)
             else:
                 make_dataset(obj, where, options, name)
-            carried[kind][name] = {"target": ref.target, "options": options, "fingerprint": fingerprint}
+            carried[kind][name] = {"target": ref.target, "options": options, "fingerprint": fingerprint,
+                                   "canonical": {"target": ref.target, "options": {**defaults(obj), **options}}}
     return carried
 
 
@@ -237,7 +249,7 @@ def activate(carried: Mapping) -> None:
     ARCHITECTURE_PLUGINS.clear(); ARCHITECTURE_PLUGINS.update(architectures)
     DATASET_PLUGINS.clear(); DATASET_PLUGINS.update(datasets)
     _active.clear(); _active.update({k: dict(carried.get(k, {})) for k in ("architectures", "datasets")})
-    from .models.identity import forget
+    from .identity import forget
 
     forget()
 

@@ -89,10 +89,10 @@ class Trial:
     # -- identity ------------------------------------------------------------------------------
     def seed_id(self, seed: int) -> str:
         """The stable identity of one seed's result: a hash of what determines it."""
-        from .models.identity import model_key  # lazy: the model registry imports torch
+        from .identity import dataset_key, model_key  # lazy: the registries import torch
 
         architecture, options = model_key(self.architecture, self.model_options)  # built-ins: name and options
-        return _digest({"architecture": architecture, "dataset": self.dataset, "seed": int(seed),
+        return _digest({"architecture": architecture, "dataset": dataset_key(self.dataset), "seed": int(seed),
                         "model_options": options, "training": identity_training(self.training)})
 
     @property

@@ -299,3 +299,16 @@ def test_st_of_any_model_gets_the_localization_learning_rate_and_can_be_tuned(tm
     by_lr = {g["lr"]: sum(p.numel() for p in g["params"]) for g in optimizer.param_groups}
     assert by_lr[0.001] == sum(p.numel() for p in model.stn.parameters())
     assert by_lr[0.1] == sum(p.numel() for p in model.classifier.parameters())
+
+
+def test_a_plugin_dataset_is_identified_by_its_target_and_options_not_its_label(tmp_path):
+    def ids(sub, blobs, label="blobs"):
+        (tmp_path / sub).mkdir()
+        path = write_space(tmp_path / sub, datasets={label: {"val_size": 50}}, plugins={
+            "architectures": {"tiny": {"target": "models.py:tiny_cnn"}}, "datasets": {label: blobs}})
+        return [t.trial_id for t in load_space(path)[0].trials()]
+
+    base = ids("a", {"target": "data.py:Blobs", "options": {"n_train": 300}})
+    assert ids("b", {"target": "data.py:Blobs", "options": {"n_train": 300, "size": 32}}) == base  # a default
+    assert ids("c", {"target": "data.py:Blobs", "options": {"n_train": 300}}, label="squares") == base
+    assert ids("d", {"target": "data.py:Blobs", "options": {"n_train": 300, "size": 16}}) != base
