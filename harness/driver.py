@@ -104,8 +104,9 @@ def tune_storage(store: ResultsStore, storage_path: str | None = None) -> str:
 def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Path, select_by: dict | None = None,
         address: str | None = None, max_concurrent: int | None = None, download: bool = True,
         retry_errored: bool = False, verbose: int = 1, storage_path: str | None = None,
-        overrides: list[str] | tuple = ()) -> Outcome:
-    """Tune (when the space asks for it), then benchmark; everything checked before anything is written."""
+        overrides: list[str] | tuple = (), retry_stale: bool = False) -> Outcome:
+    """Tune (when the space asks for it), then benchmark; everything checked before anything is written.
+    ``retry_stale``: rerun finished trials whose plugin code has changed since (``plugins.stale_ids``)."""
     select_by = select_by or {}
     trials = select(space.trials(), **select_by)
     store = ResultsStore.check(results_dir)  # nothing is written until every check has passed
@@ -119,6 +120,7 @@ def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Pat
                 print(f"stbench: removed {len(swept)} partial file(s) left by an interrupted write")
             session = _Session(space, space_yaml, store, data_dir, address, verbose, stack,
                                tune_storage(store, storage_path), list(overrides))
+            session.retry_stale = retry_stale
             tuned = session.tune(select_by) if space.tune is not None else {}
             trials = select(space.trials(tuned), **select_by)
             return session.benchmark(trials, max_concurrent, retry_errored)
@@ -216,6 +218,14 @@ class _Session:
 
     def benchmark(self, trials: list[Trial], max_concurrent, retry_errored: bool) -> Outcome:
         done = self.store.finished_trial_ids(done_statuses(retry_errored))
+        stale = plugins.stale_ids(self.store, trials) & done
+        if stale and getattr(self, "retry_stale", False):
+            done -= stale
+            print(f"stbench: {len(stale)} finished trial(s) ran other plugin code than now: running them again "
+                  "(--retry-stale)")
+        elif stale:
+            print(f"stbench: warning: {len(stale)} finished trial(s) ran other plugin code than now (their run's "
+                  "provenance_json.plugins); kept, --retry-stale runs them again")
         pending = [t for t in trials if t.trial_id not in done]
         outcome = Outcome(self.run_id, total=len(trials), skipped=len(trials) - len(pending))
         units = group_seeds(pending, self.space.stack_sizes(stack_device(self.space)))

@@ -265,6 +265,33 @@ def fingerprints() -> dict:
             for kind, table in active().items() for name, e in table.items()}
 
 
+def used_by(trial) -> list[str]:
+    """The plugins (``architectures.NAME``, ``datasets.NAME``) a trial's results depend on."""
+    carried = active()
+    names = [f"architectures.{n}" for n in wanted_names([trial.architecture]) if n in carried.get("architectures", {})]
+    return names + ([f"datasets.{trial.dataset}"] if trial.dataset in carried.get("datasets", {}) else [])
+
+
+def stale_ids(store, trials) -> set[str]:
+    """Ids of the stored results among ``trials`` that ran other plugin code than now: a plugin they use has
+    another fingerprint in their run's provenance (or none recorded)."""
+    current = fingerprints()
+    using = {t.trial_id: used_by(t) for t in trials}
+    using = {k: v for k, v in using.items() if v}
+    if not using:
+        return set()
+    import json
+
+    rows, runs = store.trials(), store.runs()
+    recorded = {r.run_id: json.loads(r.provenance_json or "{}").get("plugins", {}) for r in runs.itertuples()}
+    stale = set()
+    for row in rows[rows["trial_id"].isin(set(using))].itertuples():
+        then = recorded.get(row.run_id, {})
+        if any(then.get(name) != current.get(name) for name in using[row.trial_id]):
+            stale.add(row.trial_id)
+    return stale
+
+
 # -- carrying to workers -------------------------------------------------------------------------------
 def carry(trainable: Callable) -> Callable:
     """``trainable`` itself when no plugins are active, else a function that registers them first on the

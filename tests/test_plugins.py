@@ -312,3 +312,30 @@ def test_a_plugin_dataset_is_identified_by_its_target_and_options_not_its_label(
     assert ids("b", {"target": "data.py:Blobs", "options": {"n_train": 300, "size": 32}}) == base  # a default
     assert ids("c", {"target": "data.py:Blobs", "options": {"n_train": 300}}, label="squares") == base
     assert ids("d", {"target": "data.py:Blobs", "options": {"n_train": 300, "size": 16}}) != base
+
+
+@pytest.mark.slow
+def test_changed_plugin_code_is_flagged_and_retry_stale_reruns_it(tmp_path, capsys, ray_local):
+    """In a Ray that was already running (a notebook's, the tests'): the plugin still reaches the workers.
+    A result keeps its id when the file's text changes (a comment), is flagged as run by other code, and
+    ``--retry-stale`` trains it again in place: still one row, now from the new run."""
+    from harness.store import ResultsStore
+
+    space = write_space(tmp_path, datasets={"blobs": {"val_size": 50, "epochs": 1, "train_limit": 64, "test_limit": 50}})
+    args = ["run", "--space", str(space), "--results-dir", str(tmp_path / "results"), "--data-dir",
+            str(tmp_path / "data"), "--quiet"]
+    assert stbench(args) == 0
+    first = ResultsStore(tmp_path / "results").trials()
+    assert len(first) == 1 and first.status.iloc[0] == "complete"
+    assert stbench(args) == 0 and "1 already in" in capsys.readouterr().out
+    (tmp_path / "models.py").write_text(MODEL + "\n# edited\n")
+    assert stbench(args) == 0
+    out = capsys.readouterr().out
+    assert "warning: 1 finished trial(s) ran other plugin code than now" in out and "1 already in" in out
+    assert stbench([*args, "--retry-stale"]) == 0
+    out = capsys.readouterr().out
+    assert "running them again (--retry-stale)" in out and "1 to run" in out
+    after = ResultsStore(tmp_path / "results").trials()
+    assert len(after) == 1 and after.trial_id.iloc[0] == first.trial_id.iloc[0]
+    assert after.run_id.iloc[0] != first.run_id.iloc[0] and after.status.iloc[0] == "complete"
+    assert stbench(args) == 0 and "warning" not in capsys.readouterr().out
