@@ -227,6 +227,17 @@ class SearchSpace(BaseModel):
     # convergence targets (validation accuracy) for the report, over each dataset's own convergence_target
     targets: dict[DatasetName, Annotated[float, Field(gt=0, le=1)]] = {}  # type: ignore[valid-type]
     plugins: Plugins = Plugins()  # registered before the rest is validated (``activate_plugins``)
+    # the report's comparisons (``harness.baselines``): default convnet, and st(X) / coordconv(X) against X
+    baselines: dict[ArchitectureName, Union[ArchitectureName, list[ArchitectureName]]] = {}
+
+    @model_validator(mode="after")
+    def _baselines_in_space(self):
+        for arch, bases in self.baselines.items():
+            for name in [arch, *([bases] if isinstance(bases, str) else bases)]:
+                if name not in self.architectures:
+                    raise ValueError(f"baselines.{arch}: {name} is not among the space's architectures; allowed: "
+                                     f"{', '.join(self.architectures)}")
+        return self
 
     @model_validator(mode="after")
     def _tunable_architectures(self):

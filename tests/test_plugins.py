@@ -339,3 +339,18 @@ def test_changed_plugin_code_is_flagged_and_retry_stale_reruns_it(tmp_path, caps
     assert len(after) == 1 and after.trial_id.iloc[0] == first.trial_id.iloc[0]
     assert after.run_id.iloc[0] != first.run_id.iloc[0] and after.status.iloc[0] == "complete"
     assert stbench(args) == 0 and "warning" not in capsys.readouterr().out
+
+
+def test_wrappers_are_compared_with_what_they_wrap(tmp_path):
+    from harness.baselines import comparisons
+
+    archs = ["convnet", "tiny", "st(tiny)", "coordconv(tiny)", "st(coordconv(tiny))", "stnet"]
+    assert comparisons(archs) == [("tiny", "convnet"), ("st(tiny)", "convnet"), ("st(tiny)", "tiny"),
+                                  ("coordconv(tiny)", "convnet"), ("coordconv(tiny)", "tiny"),
+                                  ("st(coordconv(tiny))", "convnet"), ("st(coordconv(tiny))", "coordconv(tiny)"),
+                                  ("stnet", "convnet")]
+    assert comparisons(["tiny", "st(tiny)"], named={"st(tiny)": ["tiny"]}) == [("st(tiny)", "tiny")]
+    space = load_space(write_space(tmp_path, architectures=["tiny", "st(tiny)"], baselines={"st(tiny)": "tiny"}))[0]
+    assert comparisons(space.architectures, named=space.baselines) == [("st(tiny)", "tiny")]
+    with pytest.raises(UserError, match=r"baselines.st\(tiny\): convnet is not among the space's architectures"):
+        load_space(write_space(tmp_path, architectures=["tiny", "st(tiny)"], baselines={"st(tiny)": "convnet"}))
