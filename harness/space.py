@@ -15,10 +15,12 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
-from .data import DATASETS
-from .errors import UserError
 from . import plugins as plugin_registry
+from .data import DATASETS
+from .data import PLUGINS as DATASET_PLUGINS
+from .errors import UserError
 from .models import ARCHITECTURES
+from .models import PLUGINS as ARCHITECTURE_PLUGINS
 from .trial import Trial
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,23 +40,23 @@ SPACES_DIR = _spaces_dir()
 DEFAULT_SPACE = "quick"
 
 
-
-def _known(kind: str, registry, extra: str):
+def _known(registry, plugins: dict, extra: str):
     """A name the registry resolves (built-ins, the grammar, the active space's plugins), else the same
     'not allowed' line a Literal gives."""
     def check(name: str) -> str:
         try:
             registry[name]
         except KeyError:
-            raise PydanticCustomError("literal_error", "not allowed", {"expected": ", ".join(registry) + extra}) from None
+            names = ", ".join([*registry, *plugins])  # the built-ins, then the active space's plugins
+            raise PydanticCustomError("literal_error", "not allowed", {"expected": names + extra}) from None
         return name
 
     return AfterValidator(check)
 
 
-ArchitectureName = Annotated[str, _known("architecture", ARCHITECTURES, ", tv:NAME, st(X), coordconv(X) or a "
-                                                                        "name in plugins.architectures")]
-DatasetName = Annotated[str, _known("dataset", DATASETS, " or a name in plugins.datasets")]
+ArchitectureName = Annotated[str, _known(ARCHITECTURES, ARCHITECTURE_PLUGINS, ", tv:NAME, st(X), coordconv(X) or "
+                                                                             "a name in plugins.architectures")]
+DatasetName = Annotated[str, _known(DATASETS, DATASET_PLUGINS, " or a name in plugins.datasets")]
 
 Strict = ConfigDict(extra="forbid")
 
