@@ -48,7 +48,8 @@ def _known(registry, plugins: dict, extra: str):
             registry[name]
         except KeyError:
             names = ", ".join([*registry, *plugins])  # the built-ins, then the active space's plugins
-            raise PydanticCustomError("literal_error", "not allowed", {"expected": names + extra}) from None
+            hint = extra if any(c in name for c in "(:") else ""  # the grammar's forms, for a name that tried one
+            raise PydanticCustomError("literal_error", "not allowed", {"expected": names + hint}) from None
         return name
 
     return AfterValidator(check)
@@ -56,7 +57,7 @@ def _known(registry, plugins: dict, extra: str):
 
 ArchitectureName = Annotated[str, _known(ARCHITECTURES, ARCHITECTURE_PLUGINS, ", tv:NAME, st(X), coordconv(X) or "
                                                                              "a name in plugins.architectures")]
-DatasetName = Annotated[str, _known(DATASETS, DATASET_PLUGINS, " or a name in plugins.datasets")]
+DatasetName = Annotated[str, _known(DATASETS, DATASET_PLUGINS, "")]
 
 Strict = ConfigDict(extra="forbid")
 

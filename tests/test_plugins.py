@@ -81,7 +81,9 @@ BAD = {
     "not a dataset": ({"plugins": {"datasets": {"blobs": {"target": "models.py:not_a_dataset"}}}},
                       "plugins.datasets.blobs.target: object is not a Dataset (it lacks name, task"),
     "unknown architecture": ({"architectures": ["tiny", "st(tinny)"]},
-                             "architectures.1: 'st(tinny)' is not allowed; allowed: convnet, stnet"),
+                             "architectures.1: 'st(tinny)' is not allowed; allowed: convnet, stnet, coordconv, "
+                             "stcoordconv, resnext, stresnext, coordconv_regressor, conv_regressor, tiny, tv:NAME, "
+                             "st(X), coordconv(X), a name in plugins.architectures"),
     "unknown torchvision model": ({"architectures": ["tv:resnet19"]}, "architectures.0: 'tv:resnet19' is not allowed"),
     "unknown dataset": ({"datasets": {"blobz": {}}}, "datasets.blobz: 'blobz' is not allowed; allowed: mnist"),
     "plugin shadows a built-in": ({"plugins": {"architectures": {"convnet": {"target": "models.py:tiny_cnn"}}}},
