@@ -146,3 +146,19 @@ def test_canonical_spec_fills_defaults_and_resolves_weights():
         "inner": {"target": "harness:convnet", "options": {"dropout": True}}}
     with pytest.raises(ValueError, match="weights"):
         ARCHITECTURES["tv:resnet18"].canonical({"weights": "NOPE"})
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "squeezenet1_0"])
+def test_head_replacement_as_for_pretrained_models(name):
+    """What a pretrained model gets (its weights need a download, not available here): the 1000-way head re-made
+    with num_classes outputs, everything before it untouched."""
+    import torchvision.models as tvm
+
+    from harness.models.torchvision import replace_head
+
+    model = tvm.get_model(name, weights=None).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    replace_head(model, 7)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 7)
+    changed = {k for k, v in model.state_dict().items() if k not in before or not torch.equal(before[k], v)}
+    assert len(changed) <= 2  # the head's weight and bias only
