@@ -19,6 +19,12 @@ COPY --chown=ray:users analysis ./analysis
 COPY --chown=ray:users search_spaces ./search_spaces
 RUN pip install --no-cache-dir --no-deps -e .
 
+# Your own plugin package (targets "package.module:NAME", or entry points in the stbench.architectures /
+# stbench.datasets groups) must be importable on every node: install it here, after the project, e.g.
+#   COPY --chown=ray:users mylab ./mylab
+#   RUN pip install --no-cache-dir ./mylab
+# A plugin file next to the search space ("models.py:NAME") needs nothing here: its text travels with the trials.
+
 USER ray
 ENV STBENCH_DATA_DIR=/home/ray/datasets \
     WANDB_MODE=offline

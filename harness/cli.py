@@ -68,6 +68,8 @@ def parser(prog: str = "run_benchmark.py") -> argparse.ArgumentParser:
                    help="where Ray Tune keeps checkpoints; on a multi-node cluster storage every node reaches, "
                         "e.g. s3://bucket/stbench (default: $STBENCH_STORAGE_PATH, else RESULTS_DIR/ray)")
     p.add_argument("--no-download", action="store_true", help="never download datasets; fail if files are missing")
+    p.add_argument("--retry-stale", action="store_true",
+                   help="run again finished trials whose plugin code (file sha256, package version) changed since")
     p.add_argument("--wandb-mode", choices=("offline", "online", "disabled"), default=None,
                    help="W&B logging (default: the space's wandb.mode, else $WANDB_MODE, else offline; "
                         "runs land in RESULTS_DIR/wandb)")
@@ -196,7 +198,8 @@ def _run(args) -> int:
                          data_dir=resolve_data_dir(args.data_dir), address=args.address,
                          max_concurrent=args.max_concurrent, download=not args.no_download,
                          retry_errored=args.retry_errored, verbose=0 if args.quiet else 2 if args.verbose else 1,
-                         storage_path=args.storage_path, overrides=args.overrides, until_decided=args.until_decided)
+                         storage_path=args.storage_path, overrides=args.overrides, until_decided=args.until_decided,
+                         retry_stale=args.retry_stale)
     ran = ", ".join(f"{n} {status}" for status, n in sorted(outcome.statuses.items())) or "nothing to run"
     print(f"stbench: run {outcome.run_id} finished in {time.perf_counter() - t0:.0f} s: {ran}; "
           f"{outcome.skipped} of {outcome.total} trials already in the store {Path(args.results_dir).resolve()}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from . import decide
+from . import decide, plugins
 from .data import DATASETS
 from .errors import UserError
 from .provenance import driver_provenance
@@ -45,7 +45,9 @@ def trial_name(tune_trial) -> str:
 
 
 def preflight(space: SearchSpace, trials: list[Trial], data_dir: Path, download: bool) -> None:
-    """Dataset files present and well-formed; every split big enough for its batch size."""
+    """Dataset files present and well-formed; every split big enough for its batch size; every model that is
+    not a built-in on a built-in dataset takes its dataset's input."""
+    plugins.check_inputs(plugins.pairs_to_check(trials), stack=space.stack_sizes(stack_device(space)))
     for name in sorted({t.dataset for t in trials}):
         dataset = DATASETS[name]
         dataset.prepare(data_dir, download=download)
@@ -102,9 +104,10 @@ def tune_storage(store: ResultsStore, storage_path: str | None = None) -> str:
 def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Path, select_by: dict | None = None,
         address: str | None = None, max_concurrent: int | None = None, download: bool = True,
         retry_errored: bool = False, verbose: int = 1, storage_path: str | None = None,
-        overrides: list[str] | tuple = (), until_decided: bool = False) -> Outcome:
+        overrides: list[str] | tuple = (), until_decided: bool = False, retry_stale: bool = False) -> Outcome:
     """Tune (when the space asks for it), then benchmark; everything checked before anything is written.
-    With a ``decide:`` section (or ``until_decided``) the benchmark runs seeds in rounds (harness/decide.py)."""
+    With a ``decide:`` section (or ``until_decided``) the benchmark runs seeds in rounds (harness/decide.py);
+    ``retry_stale``: rerun finished trials whose plugin code has changed since (``plugins.stale_ids``)."""
     select_by = select_by or {}
     decided = until_decided or space.decide is not None
     if decided:
@@ -122,6 +125,7 @@ def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Pat
                 print(f"stbench: removed {len(swept)} partial file(s) left by an interrupted write")
             session = _Session(space, space_yaml, store, data_dir, address, verbose, stack,
                                tune_storage(store, storage_path), list(overrides))
+            session.retry_stale = retry_stale
             tuned = session.tune(select_by) if space.tune is not None else {}
             trials = select(space.trials(tuned), **select_by)
             if decided:  # seeds in rounds: run_decided_rounds below, decisions from harness/decide.py
@@ -159,7 +163,8 @@ class _Session:
             from .data.distorted import cache_dir
 
             # the generated datasets' cache: the report reads the same files back when it examines weights
-            provenance = {**driver_provenance(), "cache_dir": str(cache_dir(self.data_dir))}
+            provenance = {**driver_provenance(), "cache_dir": str(cache_dir(self.data_dir)),
+                          **({"plugins": plugins.fingerprints()} if plugins.active() else {})}
             self.run_row = {"run_id": self.run_id, "space": self.space.name, "space_yaml": self.space_yaml,
                             "command": provenance.pop("argv"),
                             "address": cluster_address(self.address) or "local",
@@ -223,6 +228,14 @@ class _Session:
 
     def benchmark(self, trials: list[Trial], max_concurrent, retry_errored: bool) -> Outcome:
         done = self.store.finished_trial_ids(done_statuses(retry_errored))
+        stale = plugins.stale_ids(self.store, trials) & done
+        if stale and getattr(self, "retry_stale", False):
+            done -= stale
+            print(f"stbench: {len(stale)} finished trial(s) ran other plugin code than now: running them again "
+                  "(--retry-stale)")
+        elif stale:
+            print(f"stbench: warning: {len(stale)} finished trial(s) ran other plugin code than now (their run's "
+                  "provenance_json.plugins); kept, --retry-stale runs them again")
         pending = [t for t in trials if t.trial_id not in done]
         outcome = Outcome(self.run_id, total=len(trials), skipped=len(trials) - len(pending))
         units = group_seeds(pending, self.space.stack_sizes(stack_device(self.space)))
@@ -277,7 +290,7 @@ def build_tuner(trainable, space: SearchSpace, *, param_space: dict, name: str, 
                                 max_report_frequency=20, print_intermediate_tables=True)
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
     return tune.Tuner(
-        tune.with_resources(trainable, resources),
+        tune.with_resources(plugins.carry(trainable), resources),  # the space's plugins travel with it
         param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,

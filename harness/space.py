@@ -15,12 +15,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic_core import PydanticCustomError
 
+from . import plugins as plugin_registry
 from .contract import DEFAULT_STACK, TrainingSettings
 from .data import DATASETS
+from .data import PLUGINS as DATASET_PLUGINS
 from .errors import UserError
-from .models import ARCHITECTURES, MODELS
+from .models import ARCHITECTURES
+from .models import PLUGINS as ARCHITECTURE_PLUGINS
 from .trial import Trial
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +41,25 @@ def _spaces_dir() -> Path:
 SPACES_DIR = _spaces_dir()
 DEFAULT_SPACE = "quick"
 
-ArchitectureName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
-DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
+
+def _known(registry, plugins: dict, extra: str):
+    """A name the registry resolves (built-ins, the grammar, the active space's plugins), else the same
+    'not allowed' line a Literal gives."""
+    def check(name: str) -> str:
+        try:
+            registry[name]
+        except KeyError:
+            names = ", ".join([*registry, *plugins])  # the built-ins, then the active space's plugins
+            hint = extra if any(c in name for c in "(:") else ""  # the grammar's forms, for a name that tried one
+            raise PydanticCustomError("literal_error", "not allowed", {"expected": names + hint}) from None
+        return name
+
+    return AfterValidator(check)
+
+
+ArchitectureName = Annotated[str, _known(ARCHITECTURES, ARCHITECTURE_PLUGINS, ", tv:NAME, st(X), coordconv(X) or "
+                                                                             "a name in plugins.architectures")]
+DatasetName = Annotated[str, _known(DATASETS, DATASET_PLUGINS, "")]
 
 Strict = ConfigDict(extra="forbid")
 
@@ -201,6 +222,22 @@ class Wandb(BaseModel):
     init_timeout_s: float = Field(60.0, gt=0, description="how long a trial's W&B run may take to start")
 
 
+class PluginRef(BaseModel):
+    """A space's own architecture or dataset: ``file.py:NAME`` (relative to the space file) or ``pkg.mod:NAME``."""
+
+    model_config = Strict
+
+    target: str = Field(min_length=3, description='"file.py:NAME" or "package.module:NAME"')
+    options: dict[str, Any] = Field({}, description="architectures: builder defaults; datasets: factory arguments")
+
+
+class Plugins(BaseModel):
+    model_config = Strict
+
+    architectures: dict[str, PluginRef] = {}
+    datasets: dict[str, PluginRef] = {}
+
+
 class SearchSpace(BaseModel):
     model_config = Strict
 
@@ -217,6 +254,18 @@ class SearchSpace(BaseModel):
     decide: Optional[Decide] = None
     # convergence targets (validation accuracy) for the report, over each dataset's own convergence_target
     targets: dict[DatasetName, Annotated[float, Field(gt=0, le=1)]] = {}  # type: ignore[valid-type]
+    plugins: Plugins = Plugins()  # registered before the rest is validated (``activate_plugins``)
+    # the report's comparisons (``harness.baselines``): default convnet, and st(X) / coordconv(X) against X
+    baselines: dict[ArchitectureName, Union[ArchitectureName, list[ArchitectureName]]] = {}
+
+    @model_validator(mode="after")
+    def _baselines_in_space(self):
+        for arch, bases in self.baselines.items():
+            for name in [arch, *([bases] if isinstance(bases, str) else bases)]:
+                if name not in self.architectures:
+                    raise ValueError(f"baselines.{arch}: {name} is not among the space's architectures; allowed: "
+                                     f"{', '.join(self.architectures)}")
+        return self
 
     @model_validator(mode="after")
     def _tunable_architectures(self):
@@ -249,6 +298,11 @@ class SearchSpace(BaseModel):
             unknown = sorted(set(options) - set(allowed))
             if unknown:
                 raise ValueError(f"model_options.{arch}: unknown option {unknown[0]!r}; allowed: {', '.join(allowed) or 'none'}")
+        for arch in self.architectures:  # what identity hashes must resolve too (pretrained weights' names)
+            try:
+                ARCHITECTURES[arch].canonical(self.model_options.get(arch, {}))
+            except ValueError as e:
+                raise ValueError(f"model_options.{arch}.{e}") from None
         return self
 
     @model_validator(mode="after")
@@ -341,6 +395,7 @@ def parse_space(text: str, source: str = "<search space>", overrides: list[str] 
         got = "an empty file" if raw is None else f"a YAML {type(raw).__name__}"
         raise UserError(f"{source}: not a text YAML file of a mapping (name, architectures, datasets, ...); got {got}")
     raw = apply_overrides(raw, overrides)
+    activate_plugins(raw, source)
     try:
         space = SearchSpace.model_validate(raw)
         for dataset in space.datasets:
@@ -351,6 +406,23 @@ def parse_space(text: str, source: str = "<search space>", overrides: list[str] 
     except ValidationError as e:
         raise UserError(f"{source}: {format_errors(e, SearchSpace)}") from None
     return space
+
+
+def activate_plugins(raw: dict, source: str) -> None:
+    """The space's plugins (and the entry points it names) resolved, checked and registered, so that the rest
+    of the space validates against them; a space without any leaves the registries to the built-ins."""
+    try:
+        plugins = Plugins.model_validate(raw.get("plugins") or {})
+    except ValidationError as e:
+        raise UserError(f"{source}: {format_errors(e, Plugins, prefix=('plugins',))}") from None
+    architectures = raw.get("architectures") if isinstance(raw.get("architectures"), list) else []
+    datasets = list(raw["datasets"]) if isinstance(raw.get("datasets"), dict) else []
+    base_dir = Path(source).resolve().parent if Path(source).suffix in (".yaml", ".yml") else Path.cwd()
+    try:
+        carried = plugin_registry.resolve(plugins, [str(a) for a in architectures], [str(d) for d in datasets], base_dir)
+    except plugin_registry.PluginError as e:
+        raise UserError(f"{source}: {e}") from None
+    plugin_registry.activate(carried)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -74,8 +74,11 @@ class Trial:
     # -- identity ------------------------------------------------------------------------------
     def seed_id(self, seed: int) -> str:
         """The stable identity of one seed's result: a hash of what determines it."""
-        return _digest({"architecture": self.architecture, "dataset": self.dataset, "seed": int(seed),
-                        "model_options": self.model_options, "training": identity_training(self.training)})
+        from .identity import dataset_key, model_key  # lazy: the registries import torch
+
+        architecture, options = model_key(self.architecture, self.model_options)  # built-ins: name and options
+        return _digest({"architecture": architecture, "dataset": dataset_key(self.dataset), "seed": int(seed),
+                        "model_options": options, "training": identity_training(self.training)})
 
     @property
     def ids(self) -> dict[int, str]:

@@ -48,3 +48,30 @@ def test_wheel_ships_the_spaces_and_plans_from_elsewhere(tmp_path, mnist_root):
                          cwd=elsewhere, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert '"to run": 8' in out.stdout
+
+
+@pytest.mark.slow
+def test_own_model_example_runs_from_an_installed_wheel(tmp_path):
+    """examples/own_model copied next to nothing of the checkout, run by the wheel's stbench: the plugin files
+    are loaded relative to the space, their dataset imports the installed harness."""
+    import os
+    import shutil
+
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(REPO), "-w", str(wheels)],
+                   check=True, capture_output=True, timeout=300)
+    (wheel,) = wheels.glob("stbench-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}  # not this checkout
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True,
+                   capture_output=True, timeout=300, env=env)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(REPO / "examples" / "own_model", elsewhere / "own_model")
+    small = ["--set", "training.seeds=1", "--set", "training.epochs=1", "--set", "datasets.blobs.train_limit=64",
+             "--set", "datasets.blobs.val_size=50", "--set", "datasets.blobs.test_limit=50"]
+    out = subprocess.run([str(venv / "bin" / "stbench"), "run", "--space", "own_model/space.yaml", "--results-dir",
+                          "results", "--quiet", "--architectures", "tiny,st(tiny)", *small],
+                         cwd=elsewhere, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "2 complete" in out.stdout

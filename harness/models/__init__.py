@@ -1,13 +1,13 @@
 """Architecture registry: a name maps to a builder ``(in_shape, num_classes, **options) -> nn.Module`` and
 what the rest of the harness needs to know without building it (``Architecture``).
 
-Adding an architecture is one file with a builder and one line here.
+Adding a built-in architecture is one file with a builder and one line here. Every other name the grammar of
+``harness/models/spec.py`` allows (``st(X)``, ``coordconv(X)``, ``tv:NAME``, a space's plugins) resolves on
+lookup: ``ARCHITECTURES[name]`` works for all of them, iterating it lists the built-ins.
 """
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from torch import nn
@@ -15,21 +15,10 @@ from torch import nn
 from .convnet import convnet, coordconv
 from .regressor import conv_regressor, coordconv_regressor
 from .resnext import resnext, stresnext
+from .spec import Architecture, UnknownArchitecture, builtin, resolve
 from .stn import STModel, stcoordconv, stnet
 
-
-@dataclass(frozen=True)
-class Architecture:
-    builder: Callable[..., nn.Module]
-    localization: bool = False  # a spatial transformer whose localization network has its own learning rate
-
-    @property
-    def options(self) -> list[str]:
-        """The builder's keyword options (``model_options`` in a search space)."""
-        return [p for p in inspect.signature(self.builder).parameters if p not in ("in_shape", "num_classes")]
-
-
-ARCHITECTURES: dict[str, Architecture] = {
+BUILTINS: dict[str, Architecture] = {name: builtin(name, a) for name, a in {
     "convnet": Architecture(convnet),
     "stnet": Architecture(stnet, localization=True),
     "coordconv": Architecture(coordconv),
@@ -37,16 +26,28 @@ ARCHITECTURES: dict[str, Architecture] = {
     "resnext": Architecture(resnext),
     "stresnext": Architecture(stresnext, localization=True),
     "coordconv_regressor": Architecture(coordconv_regressor), "conv_regressor": Architecture(conv_regressor),
-}
-MODELS: dict[str, Callable[..., nn.Module]] = {name: a.builder for name, a in ARCHITECTURES.items()}
+}.items()}
+# Plugin architectures of the active search space (``harness.plugins.activate`` fills it).
+PLUGINS: dict[str, Architecture] = {}
+
+
+class _Registry(dict):
+    """The built-ins, plus every other name the grammar allows, resolved when looked up."""
+
+    def __missing__(self, name: str) -> Architecture:
+        return resolve(name, BUILTINS, PLUGINS)
+
+
+ARCHITECTURES: dict[str, Architecture] = _Registry(BUILTINS)
+MODELS: dict[str, Callable[..., nn.Module]] = {name: a.builder for name, a in BUILTINS.items()}
 
 
 def build_model(name: str, in_shape: tuple[int, int, int], num_classes: int, **options) -> nn.Module:
     try:
-        builder = MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(sorted(MODELS))}") from None
-    return builder(tuple(in_shape), num_classes, **options)
+        architecture = ARCHITECTURES[name]
+    except UnknownArchitecture as e:
+        raise ValueError(str(e)) from None
+    return architecture.builder(tuple(in_shape), num_classes, **options)
 
 
 def localization_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -59,4 +60,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ARCHITECTURES", "Architecture", "MODELS", "STModel", "build_model", "count_parameters", "localization_parameters"]
+__all__ = ["ARCHITECTURES", "Architecture", "BUILTINS", "MODELS", "PLUGINS", "STModel", "build_model",
+           "count_parameters", "localization_parameters"]

@@ -57,7 +57,10 @@ class STModel(nn.Module):
         return self.stn(x)
 
     def localization_parameters(self) -> Iterator[nn.Parameter]:
-        return self.stn.parameters()
+        yield from self.stn.parameters()
+        inner = getattr(self.classifier, "localization_parameters", None)  # st(st(X)): both transformers
+        if inner is not None:
+            yield from inner()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.stn(x))
