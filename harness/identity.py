@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-_cache: dict[tuple[str, str], tuple[Any, dict]] = {}
+from . import plugins
+
+_cache: dict[tuple, tuple[Any, dict]] = {}
 
 
 def model_key(architecture: str, options: dict) -> tuple[Any, dict]:
@@ -19,7 +21,7 @@ def model_key(architecture: str, options: dict) -> tuple[Any, dict]:
 
     if architecture in BUILTINS:
         return architecture, options
-    key = (architecture, json.dumps(options, sort_keys=True, default=str))
+    key = (plugins.generation(), architecture, json.dumps(options, sort_keys=True, default=str))
     if key not in _cache:
         _cache[key] = (ARCHITECTURES[architecture].canonical(options), {})
     return _cache[key]
@@ -28,14 +30,8 @@ def model_key(architecture: str, options: dict) -> tuple[Any, dict]:
 def dataset_key(dataset: str) -> Any:
     """The dataset as the identity hashes it."""
     from .data import BUILTINS
-    from .plugins import active
 
     if dataset in BUILTINS:
         return dataset
-    entry = active().get("datasets", {}).get(dataset)
+    entry = plugins.active().get("datasets", {}).get(dataset)
     return entry["canonical"] if entry else dataset
-
-
-def forget() -> None:
-    """Plugins changed: canonical specs are computed afresh."""
-    _cache.clear()

@@ -31,6 +31,7 @@ GROUPS = {"architectures": "stbench.architectures", "datasets": "stbench.dataset
 DATASET_ATTRIBUTES = ("name", "task", "in_shape", "num_classes", "convergence_target", "prepare", "split_sizes", "load")
 
 _active: dict = {}  # the carried form of what is registered now (see ``carried``)
+_generation = [0]
 
 
 class PluginError(UserError):
@@ -249,9 +250,12 @@ def activate(carried: Mapping) -> None:
     ARCHITECTURE_PLUGINS.clear(); ARCHITECTURE_PLUGINS.update(architectures)
     DATASET_PLUGINS.clear(); DATASET_PLUGINS.update(datasets)
     _active.clear(); _active.update({k: dict(carried.get(k, {})) for k in ("architectures", "datasets")})
-    from .identity import forget
+    _generation[0] += 1  # canonical specs computed for the previous set are stale (``harness.identity``)
 
-    forget()
+
+def generation() -> int:
+    """Bumped whenever the registered plugin set changes."""
+    return _generation[0]
 
 
 def active() -> dict:

@@ -42,8 +42,9 @@ def test_the_training_room_imports_no_ray_optuna_wandb_or_pydantic():
 
 
 def import_graph() -> dict[str, set[str]]:
-    """module → the project modules it imports, at module level or inside functions (relative or absolute)."""
-    graph: dict[str, set[str]] = {}
+    """module → the project modules it imports, at module level or inside functions (relative or absolute;
+    ``from pkg import sub`` of a submodule imports the submodule, not the package's ``__init__``)."""
+    graph: dict[str, set] = {}
     for package in ("harness", "analysis"):
         for path in (REPO / package).rglob("*.py"):
             parts = path.relative_to(REPO).with_suffix("").parts
@@ -58,12 +59,19 @@ def import_graph() -> dict[str, set[str]]:
                     else:
                         target = node.module or ""
                     if target.split(".")[0] in ("harness", "analysis"):
-                        deps.add(target)
-                        deps |= {f"{target}.{a.name}" for a in node.names}
+                        deps |= {f"{target}.{a.name}" for a in node.names}  # submodules, when they are
+                        deps.add((target, tuple(a.name for a in node.names)))  # else the module itself
                 elif isinstance(node, ast.Import):
                     deps |= {a.name for a in node.names if a.name.split(".")[0] in ("harness", "analysis")}
             graph[name] = deps
-    return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+    def resolved(deps):
+        out = {d for d in deps if isinstance(d, str) and d in graph}
+        for d in deps:  # ``from pkg import name``: the package itself only when some name is not a submodule
+            if isinstance(d, tuple) and d[0] in graph and any(f"{d[0]}.{n}" not in graph for n in d[1]):
+                out.add(d[0])
+        return out
+
+    return {m: resolved(deps) - {m} for m, deps in graph.items()}
 
 
 def test_the_import_graph_has_no_cycle_and_the_schema_imports_no_trainer():
