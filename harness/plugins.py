@@ -28,7 +28,8 @@ from typing import Any, Callable, Mapping
 from .errors import UserError
 
 GROUPS = {"architectures": "stbench.architectures", "datasets": "stbench.datasets"}
-DATASET_ATTRIBUTES = ("name", "task", "in_shape", "num_classes", "convergence_target", "prepare", "split_sizes", "load")
+DATASET_ATTRIBUTES = ("name", "task", "in_shape", "num_classes", "convergence_target", "protocols", "prepare",
+                      "split_sizes", "load")
 
 _active: dict = {}  # the carried form of what is registered now (see ``carried``)
 _generation = [0]

@@ -199,7 +199,7 @@ def test_switches_default_off_and_leave_trial_identity_alone():
             training = space.training_for(dataset).model_dump()
             assert {k: training[k] for k in FAST_PATH_DEFAULTS} == FAST_PATH_DEFAULTS, (name, dataset)
     trial = parse_space(SPACE).trials()[0]
-    older = replace(trial, training={k: v for k, v in trial.training.items() if k not in (*FAST_PATH_DEFAULTS, "stack")})
+    older = replace(trial, training={k: v for k, v in trial.training.as_dict().items() if k not in (*FAST_PATH_DEFAULTS, "stack")})
     assert older.trial_id == trial.trial_id  # ids from before the switches (and stacking) existed still match
     assert with_switches(trial, precision="bf16").trial_id != trial.trial_id
     assert with_switches(trial, channels_last=True).trial_id != trial.trial_id

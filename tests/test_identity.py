@@ -1,4 +1,5 @@
-"""A trial's identity is what resume, the store and the analysis key on: a refactor must not move it.
+"""A trial's identity is what resume, the store and the analysis key on: a refactor must not move it (the plugin
+machinery of issue 21 and the typed settings of issue 20 included).
 ``data/shipped_ids.json`` holds every shipped space's trial ids (plain and at tuned values) and study names as
 computed at 24b3692, before the training settings became a typed object."""
 

@@ -3,7 +3,7 @@
 Each image is coloured noise with one bright square; the class is the quadrant the square sits in, so where
 things are matters (what CoordConv and spatial transformers are about). ``Blobs`` is a factory: the space's
 ``plugins.datasets.blobs.options`` are its arguments. It follows ``harness.data.Dataset``'s contract: name, task,
-in_shape, num_classes, convergence_target, prepare, split_sizes and load.
+in_shape, num_classes, convergence_target, protocols, prepare, split_sizes and load.
 """
 
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ class Blobs:
     convergence_target: float = 0.9
     task = CLASSIFICATION
     num_classes = len(QUADRANTS)
+    protocols = ("standard",)  # the splits ``load`` can build (a space's training.protocol picks one)
 
     @property
     def in_shape(self):
@@ -47,7 +48,7 @@ class Blobs:
             x[i, :, top:top + side, left:left + side] += torch.rand(3, 1, 1, generator=g) + 0.5
         return (x - 0.5) / 0.5, y
 
-    def load(self, data_dir, val_size, split_seed=0, train_limit=None, test_limit=None):
+    def load(self, data_dir, val_size, split_seed=0, train_limit=None, test_limit=None, protocol="standard"):
         x, y = self._images(self.n_train, seed=1)
         test_x, test_y = self._images(self.n_test, seed=2)
         train_idx, val_idx = validation_split(self.n_train, val_size, split_seed)
