@@ -118,7 +118,11 @@ def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Pat
                                tune_storage(store, storage_path), list(overrides))
             tuned = session.tune(select_by) if space.tune is not None else {}
             trials = select(space.trials(tuned), **select_by)
-            return session.benchmark(trials, max_concurrent, retry_errored)
+            outcome = session.benchmark(trials, max_concurrent, retry_errored)
+            packed = store.compact_if_many()  # readers stay fast: finished trials' files into a few packs
+            if packed:
+                print(f"stbench: packed {packed['trials']} finished trials into {packed['packs']} pack(s)")
+            return outcome
 
 
 def done_statuses(retry_errored: bool) -> tuple[str, ...]:
