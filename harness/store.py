@@ -803,10 +803,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.store", description="Inspect a results store.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("verify", help="check schema, uniqueness, gaps and partial files; exit 1 on any problem").add_argument("dir")
-    sub.add_parser("compact", help="pack finished trials' files into a few large ones (readers stay fast)").add_argument("dir")
+    compact = sub.add_parser("compact", help="pack finished trials' files into a few large ones (readers stay fast)")
+    compact.add_argument("dir")
+    compact.add_argument("--per-pack", type=int, default=PACK_TRIALS, metavar="N",
+                         help=f"at most N trials per pack (default {PACK_TRIALS}; bounds the memory used)")
     args = parser.parse_args(argv)
     if args.command == "compact":
-        return _compact_command(args.dir)
+        return _compact_command(args.dir, args.per_pack)
     problems, counts = verify(args.dir)
     for problem in problems:
         print(f"problem: {problem}")
@@ -817,13 +820,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _compact_command(directory: str) -> int:
+def _compact_command(directory: str, per_pack: int) -> int:
     """``stbench store compact DIR``: under the writer lock, after sweeping partial files, as a run does."""
     try:
+        if per_pack < 1:
+            raise UserError(f"--per-pack: must be ≥ 1 (got {per_pack})")
         store = ResultsStore.check(directory, must_exist=True)
         with store.lock():
             store.sweep_partials()
-            done = store.compact()
+            done = store.compact(per_pack)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
