@@ -111,6 +111,7 @@ COMMANDS = {
     "plan": "list the trials and estimate the wall time, without starting Ray",
     "report": "turn a results store into a report (HTML, Markdown, figures, tables)",
     "verify": "check a results store's integrity",
+    "merge": "combine stores written by separate jobs: `stbench merge A B ... --into C`",
     "store": "store maintenance: `stbench store compact DIR` packs finished trials into a few large files",
 }
 
@@ -118,7 +119,7 @@ COMMANDS = {
 def stbench(argv: list[str] | None = None) -> int:
     """The ``stbench`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: stbench {run,plan,report,verify,store} [options]   (stbench COMMAND --help for each)\n\n" + "\n".join(
+    usage = "usage: stbench {run,plan,report,verify,merge,store} [options]   (stbench COMMAND --help for each)\n\n" + "\n".join(
         f"  {name:8s} {what}" for name, what in COMMANDS.items())
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
@@ -136,6 +137,10 @@ def stbench(argv: list[str] | None = None) -> int:
         from .store import main as store_main
 
         return store_main(["verify", *rest])
+    if command == "merge":
+        from .merge import main as merge_main
+
+        return merge_main(rest)
     if command == "store":
         from .store import main as store_main
 

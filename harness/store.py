@@ -92,6 +92,7 @@ TRIALS = pa.schema(_ID + [
     ("python_version", pa.string()), ("torch_version", pa.string()),
     ("torchvision_version", pa.string()), ("ray_version", pa.string()), ("optuna_version", pa.string()),
     ("finished_at", pa.timestamp("us", tz="UTC")),
+    ("merged_from", pa.string()),  # `stbench merge`: JSON list of the source stores that held this row
 ])
 
 RUNS = pa.schema([
@@ -103,14 +104,15 @@ RUNS = pa.schema([
     ("data_dir", pa.string()),  # the data directory the run read (absolute), for the report's figures
     ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
     ("provenance_json", pa.string()),
+    ("merged_from", pa.string()),  # `stbench merge`: JSON list of the source stores that held this row
 ])
 
 TABLES = {"epochs": EPOCHS, "trials": TRIALS, "runs": RUNS}
 OTHER_ENTRIES = ("checkpoints", "resume", "ray", "optuna", "wandb", PACKS, ".lock")
 # Columns added to a table after SCHEMA_VERSION 1 went out: files written before may lack them (the reader
 # fills them with nulls), so they are not damage. A column added later goes here, or SCHEMA_VERSION goes up.
-ADDED_COLUMNS: dict[str, set[str]] = {"epochs": set(), "trials": {"stack"},
-                                      "runs": {"planned_json", "overrides_json", "data_dir"}}
+ADDED_COLUMNS: dict[str, set[str]] = {"epochs": set(), "trials": {"stack", "merged_from"},
+                                      "runs": {"planned_json", "overrides_json", "data_dir", "merged_from"}}
 VERIFY_HINT = "python -m harness.store verify"
 OPTUNA_FILE = "optuna/studies.db"  # the tuning stage's studies (``optuna_url``)
 
