@@ -19,12 +19,13 @@ from pathlib import Path
 import pandas as pd
 
 from .data import DATASETS, ImageSplits
+from .data.cub import FOLDER as CUB_FOLDER
 from .driver import done_statuses, select, stack_device
 from .errors import UserError
 from .progress import duration
 from .provenance import cpu_model, hardware_label
 from .space import SearchSpace
-from .store import OPTUNA_FILE, ResultsStore
+from .store import ResultsStore
 from .trial import Status, Trial, group_seeds
 
 RAY_START_S = 5.0  # ray.init + shutdown, measured 4–7 s here (shared/notes/ray-facts.md)
@@ -91,7 +92,7 @@ class Plan:
 def make_plan(space: SearchSpace, *, select_by: dict, results_dir: Path, data_dir: Path, retry_errored: bool = False,
               max_concurrent: int | None = None, estimate: bool = True) -> Plan:
     trials = select(space.trials(_tuned_values(space, results_dir)), **select_by)
-    store = ResultsStore.check(results_dir, must_exist=True) if (Path(results_dir) / "store.json").is_file() else None
+    store = ResultsStore.check(results_dir, must_exist=True) if ResultsStore(results_dir).exists() else None
     store_trials = store.trials() if store is not None else None  # read once: states here, epoch times below
     done = set(store_trials.loc[store_trials["status"].isin(done_statuses(retry_errored)), "trial_id"]) \
         if store_trials is not None else set()
@@ -110,6 +111,9 @@ def make_plan(space: SearchSpace, *, select_by: dict, results_dir: Path, data_di
         return plan
     if space.tune is not None:
         plan.notes.append("the tuning stage runs first and is not included in the estimate")
+    if device == "cuda" and not hardware.startswith("GPU"):
+        plan.notes.append(f"the space asks for {space.resources.gpu:g} GPU per trial and this machine has none: the "
+                          f"estimate holds for {hardware}, not for the GPUs a run would use; run plan on a GPU node")
     per_epoch, plan.source = _epoch_seconds(space, pending, store, store_trials, data_dir, hardware, plan.notes)
     if per_epoch is None:
         return plan
@@ -160,8 +164,8 @@ def _tuned_values(space: SearchSpace, results_dir: Path) -> dict | None:
     """The tuned values of finished studies, read from the store's Optuna storage (never created here)."""
     if space.tune is None:
         return None
-    path = Path(results_dir) / OPTUNA_FILE
-    if not path.is_file():
+    store = ResultsStore(results_dir)
+    if not store.optuna_path.is_file():
         return None
     import optuna
 
@@ -172,7 +176,7 @@ def _tuned_values(space: SearchSpace, results_dir: Path) -> dict | None:
     for arch, dataset in tuning.cells(space):
         try:
             study = optuna.load_study(study_name=tuning.study_name(space, arch, dataset),
-                                      storage=f"sqlite:///{path.resolve()}")
+                                      storage=store.optuna_url(create=False))
         except KeyError:
             continue
         if tuning.trials_left(study, space.tune.trials) == 0:
@@ -188,9 +192,14 @@ def _epoch_seconds(space, pending: list[Trial], store, store_trials, data_dir, h
         training = space.training_for(name)
         try:
             n_train, _ = DATASETS[name].split_sizes(data_dir)
-        except UserError as e:
-            notes.append(f"{name}: {str(e).splitlines()[0]}")
-            return None, ""
+        except UserError as e:  # planning comes before the download: the published split size will do
+            n_train = published_train_size(DATASETS[name])
+            if n_train is None:
+                notes.append(f"{name}: {str(e).splitlines()[0]}")
+                return None, ""
+            notes.append(f"data not found for {name} ({str(e).splitlines()[0]}); estimated from its declared "
+                         f"shape {'×'.join(map(str, DATASETS[name].in_shape))}, {DATASETS[name].num_classes} "
+                         f"outputs and its published {n_train:,} training images")
         fit = min(training.train_limit or n_train, n_train - training.val_size)
         sizes[name] = (fit, 2 * min(training.val_size, fit))  # validation + train-eval images per epoch
     stored = _stored_rates(store, store_trials, hardware)
@@ -208,6 +217,19 @@ def _epoch_seconds(space, pending: list[Trial], store, store_trials, data_dir, h
     if len(calibrated) == len(out):
         return out, f"from a calibration of {CALIBRATION_STEPS} training steps per architecture"
     return out, (f"from the store where it has them, else a calibration ({', '.join(sorted(set(calibrated)))})")
+
+
+# The official training-split sizes of the datasets whose files may be absent when a user plans (a synthetic
+# dataset, generated in memory, always knows its size): MNIST and Fashion-MNIST 60,000 (LeCun et al.; Xiao et
+# al. 2017), CUB-200-2011 5,994 (Wah et al. 2011). Keyed by the folder the files live in.
+PUBLISHED_TRAIN_SIZES = {"MNIST": 60_000, "FashionMNIST": 60_000, CUB_FOLDER: 5_994}
+
+
+def published_train_size(dataset) -> int | None:
+    """The dataset's published training-split size, without reading its files (distorted MNIST: MNIST's)."""
+    source = getattr(dataset, "source", dataset)
+    folder = getattr(source, "folder", None) or (CUB_FOLDER if source.name.startswith("cub200") else None)
+    return PUBLISHED_TRAIN_SIZES.get(folder)
 
 
 def _stored_rates(store: ResultsStore | None, trials, hardware: str) -> dict:

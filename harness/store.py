@@ -196,11 +196,20 @@ class ResultsStore:
     def wandb_dir(self) -> Path:
         return self.root.resolve() / "wandb"
 
-    def optuna_url(self) -> str:
-        """The SQLite storage of the tuning stage's Optuna studies (created on first use)."""
-        path = self.root.resolve() / OPTUNA_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
+    @property
+    def optuna_path(self) -> Path:
+        return self.root.resolve() / OPTUNA_FILE
+
+    def optuna_url(self, create: bool = True) -> str:
+        """The SQLite storage of the tuning stage's Optuna studies (its folder created on first use, unless
+        ``create`` is False: a reader such as ``stbench plan`` changes nothing)."""
+        if create:
+            self.optuna_path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.optuna_path}"
+
+    def exists(self) -> bool:
+        """Whether a store has been created here (its manifest exists)."""
+        return (self.root / "store.json").is_file()
 
     def lock(self) -> "StoreLock":
         """Exclusive writer lock for a benchmark run; released by the kernel if the process dies."""
