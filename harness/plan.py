@@ -243,7 +243,7 @@ def _stored_rates(store: ResultsStore | None, trials, hardware: str) -> dict:
     trials = trials[[labels[k] == hardware for k in zip(trials.device, trials.cpu_model, trials.gpu_model)]]
     if trials.empty:
         return {}
-    epochs = store.epochs()
+    epochs = store.read("epochs", columns=["trial_id", "images_per_s", "eval_time_s"])
     epochs = epochs[epochs["trial_id"].isin(set(trials["trial_id"]))]
     if epochs.empty:
         return {}

@@ -293,19 +293,27 @@ class ResultsStore:
             tmp.write_bytes(data)
 
     # -- reading ------------------------------------------------------------------------------
-    def read(self, table: str) -> pd.DataFrame:
-        """A whole table as a DataFrame with the store's columns (empty, with columns, if nothing is stored):
-        packs and loose files together, a loose row superseding a packed one of the same trial (and epoch)."""
+    def read(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """A whole table as a DataFrame with the store's columns, or only ``columns`` (empty, with columns, if
+        nothing is stored): packs and loose files together, a loose row superseding a packed one of the same
+        trial (and epoch)."""
         for attempt in range(3):
             try:
-                return self._read_arrow(table).to_pandas()
+                return self._read_arrow(table, columns).to_pandas()
             except FileNotFoundError:  # a compaction (another process) deleted a loose file after it was listed
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    def _read_arrow(self, table: str) -> pa.Table:
+    def _read_arrow(self, table: str, columns: list[str] | None = None) -> pa.Table:
         schema = TABLES[table]
+        if columns is not None:  # the key columns too: they decide which rows supersede which
+            keep = [c for c in schema.names if c in {*columns, "trial_id", "epoch", "run_id"}]
+            out = self._read_arrow_schema(table, pa.schema([schema.field(c) for c in keep]))
+            return out.select(list(columns))
+        return self._read_arrow_schema(table, schema)
+
+    def _read_arrow_schema(self, table: str, schema: pa.Schema) -> pa.Table:
         files, per_epoch = _loose_files(self.root / table, table)
         # a file supersedes only rows of the trial it is named after: a misnamed copy is a duplicate (verify)
         names = {f.stem for f in files} | {f.parent.name for f in per_epoch}
@@ -654,7 +662,7 @@ def find_damage(root: str | os.PathLike) -> list[tuple[str, str]]:
     ``sweep_partials``. Found damage: a Parquet file that is empty, cut short or not Parquet at all;
     one whose columns are not its table's (another schema, another table's file); a stray file or folder
     in a table folder (the table reader would try to parse it) or in a pack, a pack missing a file or with
-    an unreadable resume archive; a resume pointer that is not JSON
+    a resume pointer that is not JSON
     naming a checkpoint; a pointer of an unfinished trial to a local checkpoint that no longer exists
     (a moved results directory or a wrong --storage-path: resuming is impossible, and restarting from
     scratch would replace the epoch rows stored so far, so the user decides by moving the pointer aside);
@@ -696,10 +704,7 @@ def find_damage(root: str | os.PathLike) -> list[tuple[str, str]]:
             if path.name not in expected:
                 damage.append((rel, "is not a file of a pack (a stray file)"))
             elif path.name == RESUME_ARCHIVE:
-                try:
-                    [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-                except (ValueError, OSError, UnicodeDecodeError):
-                    damage.append((rel, "is unreadable (not JSON lines of resume pointers)"))
+                continue  # read by no run or report (verify parses it): not parsed before every run
             else:
                 table = path.name.removesuffix(".parquet")
                 reason = _parquet_damage(path, TABLES[table], ADDED_COLUMNS[table])
@@ -780,6 +785,11 @@ def verify(root: str | os.PathLike) -> tuple[list[str], dict]:
     except UserError as e:
         return [str(e)], {}
     problems += [f"{root / path} {reason}" for path, reason in find_damage(root)]
+    for pack in store.pack_dirs():
+        try:
+            [json.loads(line) for line in (pack / RESUME_ARCHIVE).read_text().splitlines() if line.strip()]
+        except (ValueError, OSError, UnicodeDecodeError):
+            problems.append(f"{pack / RESUME_ARCHIVE} is unreadable (not JSON lines of resume pointers)")
     orphans = sorted({*root.glob(f"{TMP_PREFIX}*"), *root.glob(f"*/{TMP_PREFIX}*"),
                       *root.glob(f"epochs/*/{TMP_PREFIX}*")} - {*root.glob(f"ray/{TMP_PREFIX}*")})
     problems += [f"{p}: orphaned partial file (a write was interrupted; safe to delete)" for p in orphans]

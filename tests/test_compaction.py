@@ -90,6 +90,8 @@ def test_compaction_keeps_every_row_once_and_leaves_unfinished_trials_loose(tmp_
     assert sorted(a["key"] for a in archived) == [f"{i:016x}" for i in range(7)]
     assert verify(root)[0] == [] and find_damage(root) == []
     assert list(ResultsStore(root).trial_epochs(f"{2:016x}").epoch) == [1, 2, 3]
+    some = ResultsStore(root).read("epochs", columns=["val_acc", "trial_id"])
+    assert list(some.columns) == ["val_acc", "trial_id"] and len(some) == len(before["epochs"])
     assert ResultsStore(root).compact() == {"trials": 0, "packs": 0, "leftovers_deleted": 0}  # idempotent
     assert_same(before, tables(root))
 
