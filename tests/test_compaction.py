@@ -164,3 +164,12 @@ def test_compaction_killed_at_any_step_loses_and_duplicates_nothing(tmp_path):
         shutil.rmtree(root)
     assert compact_killed_at(original, 25) == 0  # no 25th step: the compaction ran to its end
     assert_same(expected, tables(original))
+
+
+def test_a_run_compacts_at_its_end_only_once_many_finished_trials_lie_loose(tmp_path):
+    root = tmp_path / "r"
+    store = make_store(root, v1=False)
+    assert store.loose_finished() == 7
+    assert store.compact_if_many(at=8) is None and not (root / PACKS).exists()
+    assert store.compact_if_many(at=7) == {"trials": 7, "packs": 1, "leftovers_deleted": 0}
+    assert store.loose_finished() == 0
