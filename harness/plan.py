@@ -31,6 +31,8 @@ from .trial import Status, Trial, group_seeds
 RAY_START_S = 5.0  # ray.init + shutdown, measured 4–7 s here (shared/notes/ray-facts.md)
 TRIAL_START_S = 2.0  # a trial actor's start-up and its data load, on top of its epochs
 CALIBRATION_STEPS = 5
+TRIAL_COLUMNS = ["trial_id", "status", "stage", "architecture", "dataset", "config_json", "device", "cpu_model",
+                 "gpu_model"]
 
 
 @dataclass
@@ -93,7 +95,8 @@ def make_plan(space: SearchSpace, *, select_by: dict, results_dir: Path, data_di
               max_concurrent: int | None = None, estimate: bool = True) -> Plan:
     trials = select(space.trials(_tuned_values(space, results_dir)), **select_by)
     store = ResultsStore.check(results_dir, must_exist=True) if ResultsStore(results_dir).exists() else None
-    store_trials = store.trials() if store is not None else None  # read once: states here, epoch times below
+    # read once, only the columns used: states here, epoch times below
+    store_trials = store.read("trials", columns=TRIAL_COLUMNS) if store is not None else None
     done = set(store_trials.loc[store_trials["status"].isin(done_statuses(retry_errored)), "trial_id"]) \
         if store_trials is not None else set()
     failed = set(store_trials.loc[store_trials["status"] == Status.ERROR.value, "trial_id"]) \
