@@ -406,6 +406,8 @@ class ResultsStore:
         files, _ = _loose_files(self.root / "trials", "trials")
         trials = _read_files(files, TRIALS)
         finished = trials.filter(pc.is_in(trials["status"], pa.array(list(FINISHED))))
+        # only rows in the file named after their trial: that file is the one deleted once they are packed
+        finished = finished.filter(pc.is_in(finished["trial_id"], pa.array([f.stem for f in files], pa.string())))
         finished = finished.filter(pc.invert(pc.is_in(finished["trial_id"], pa.array(sorted(packed), pa.string()))))
         ids = sorted(finished["trial_id"].to_pylist())
         pointers = self._pointers()

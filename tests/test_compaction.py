@@ -173,3 +173,15 @@ def test_a_run_compacts_at_its_end_only_once_many_finished_trials_lie_loose(tmp_
     assert store.compact_if_many(at=8) is None and not (root / PACKS).exists()
     assert store.compact_if_many(at=7) == {"trials": 7, "packs": 1, "leftovers_deleted": 0}
     assert store.loose_finished() == 0
+
+
+def test_a_misnamed_copy_is_not_packed_so_it_stays_the_one_duplicate_verify_names(tmp_path):
+    root = tmp_path / "r"
+    make_store(root, v1=False)
+    trial = f"{3:016x}"
+    (root / "trials" / f"{trial}.parquet").rename(root / "trials" / "copy.parquet")
+    before = tables(root)
+    ResultsStore(root).compact()
+    assert (root / "trials" / "copy.parquet").exists()
+    assert_same(before, tables(root))
+    assert verify(root)[0] == []
