@@ -116,13 +116,15 @@ COMMANDS = {
     "plan": "list the trials and estimate the wall time, without starting Ray",
     "report": "turn a results store into a report (HTML, Markdown, figures, tables)",
     "verify": "check a results store's integrity",
+    "merge": "combine stores written by separate jobs: `stbench merge A B ... --into C`",
+    "store": "store maintenance: `stbench store compact DIR` packs finished trials into a few large files",
 }
 
 
 def stbench(argv: list[str] | None = None) -> int:
     """The ``stbench`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: stbench {run,plan,report,verify} [options]   (stbench COMMAND --help for each)\n\n" + "\n".join(
+    usage = "usage: stbench {run,plan,report,verify,merge,store} [options]   (stbench COMMAND --help for each)\n\n" + "\n".join(
         f"  {name:8s} {what}" for name, what in COMMANDS.items())
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
@@ -140,6 +142,14 @@ def stbench(argv: list[str] | None = None) -> int:
         from .store import main as store_main
 
         return store_main(["verify", *rest])
+    if command == "merge":
+        from .merge import main as merge_main
+
+        return merge_main(rest)
+    if command == "store":
+        from .store import main as store_main
+
+        return store_main(rest)
     print(f"error: stbench: unknown command {command!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
     return 2
 

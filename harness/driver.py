@@ -131,9 +131,14 @@ def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Pat
             if decided:  # seeds in rounds: run_decided_rounds below, decisions from harness/decide.py
                 settings = decide.settings_for(space, max(space.stack_sizes(stack_device(space)).values()),
                                                select_by.get("architectures"))
-                return run_decided_rounds(session, trials, settings, max_concurrent, retry_errored,
-                                         Outcome(session.run_id, 0, 0))
-            return session.benchmark(trials, max_concurrent, retry_errored)
+                outcome = run_decided_rounds(session, trials, settings, max_concurrent, retry_errored,
+                                             Outcome(session.run_id, 0, 0))
+            else:
+                outcome = session.benchmark(trials, max_concurrent, retry_errored)
+            packed = store.compact_if_many()  # readers stay fast: finished trials' files into a few packs
+            if packed:
+                print(f"stbench: packed {packed['trials']} finished trials into {packed['packs']} pack(s)")
+            return outcome
 
 
 def done_statuses(retry_errored: bool) -> tuple[str, ...]:

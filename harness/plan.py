@@ -16,18 +16,23 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from .data import DATASETS, ImageSplits
+from .data.cub import FOLDER as CUB_FOLDER
 from .driver import done_statuses, select, stack_device
 from .errors import UserError
 from .progress import duration
 from .provenance import cpu_model, hardware_label
 from .space import SearchSpace
-from .store import OPTUNA_FILE, ResultsStore
+from .store import ResultsStore
 from .trial import Status, Trial, TrainingSettings, group_seeds
 
 RAY_START_S = 5.0  # ray.init + shutdown, measured 4–7 s here (shared/notes/ray-facts.md)
 TRIAL_START_S = 2.0  # a trial actor's start-up and its data load, on top of its epochs
 CALIBRATION_STEPS = 5
+TRIAL_COLUMNS = ["trial_id", "status", "stage", "architecture", "dataset", "config_json", "device", "cpu_model",
+                 "gpu_model"]
 
 
 @dataclass
@@ -89,8 +94,9 @@ class Plan:
 def make_plan(space: SearchSpace, *, select_by: dict, results_dir: Path, data_dir: Path, retry_errored: bool = False,
               max_concurrent: int | None = None, estimate: bool = True) -> Plan:
     trials = select(space.trials(_tuned_values(space, results_dir)), **select_by)
-    store = ResultsStore.check(results_dir, must_exist=True) if (Path(results_dir) / "store.json").is_file() else None
-    store_trials = store.trials() if store is not None else None  # read once: states here, epoch times below
+    store = ResultsStore.check(results_dir, must_exist=True) if ResultsStore(results_dir).exists() else None
+    # read once, only the columns used: states here, epoch times below
+    store_trials = store.read("trials", columns=TRIAL_COLUMNS) if store is not None else None
     done = set(store_trials.loc[store_trials["status"].isin(done_statuses(retry_errored)), "trial_id"]) \
         if store_trials is not None else set()
     failed = set(store_trials.loc[store_trials["status"] == Status.ERROR.value, "trial_id"]) \
@@ -108,6 +114,9 @@ def make_plan(space: SearchSpace, *, select_by: dict, results_dir: Path, data_di
         return plan
     if space.tune is not None:
         plan.notes.append("the tuning stage runs first and is not included in the estimate")
+    if device == "cuda" and not hardware.startswith("GPU"):
+        plan.notes.append(f"the space asks for {space.resources.gpu:g} GPU per trial and this machine has none: the "
+                          f"estimate holds for {hardware}, not for the GPUs a run would use; run plan on a GPU node")
     per_epoch, plan.source = _epoch_seconds(space, pending, store, store_trials, data_dir, hardware, plan.notes)
     if per_epoch is None:
         return plan
@@ -158,8 +167,8 @@ def _tuned_values(space: SearchSpace, results_dir: Path) -> dict | None:
     """The tuned values of finished studies, read from the store's Optuna storage (never created here)."""
     if space.tune is None:
         return None
-    path = Path(results_dir) / OPTUNA_FILE
-    if not path.is_file():
+    store = ResultsStore(results_dir)
+    if not store.optuna_path.is_file():
         return None
     import optuna
 
@@ -170,7 +179,7 @@ def _tuned_values(space: SearchSpace, results_dir: Path) -> dict | None:
     for arch, dataset in tuning.cells(space):
         try:
             study = optuna.load_study(study_name=tuning.study_name(space, arch, dataset),
-                                      storage=f"sqlite:///{path.resolve()}")
+                                      storage=store.optuna_url(create=False))
         except KeyError:
             continue
         if tuning.trials_left(study, space.tune.trials) == 0:
@@ -186,9 +195,14 @@ def _epoch_seconds(space, pending: list[Trial], store, store_trials, data_dir, h
         training = space.training_for(name)
         try:
             n_train, _ = DATASETS[name].split_sizes(data_dir)
-        except UserError as e:
-            notes.append(f"{name}: {str(e).splitlines()[0]}")
-            return None, ""
+        except UserError as e:  # planning comes before the download: the published split size will do
+            n_train = published_train_size(DATASETS[name])
+            if n_train is None:
+                notes.append(f"{name}: {str(e).splitlines()[0]}")
+                return None, ""
+            notes.append(f"data not found for {name} ({str(e).splitlines()[0]}); estimated from its declared "
+                         f"shape {'×'.join(map(str, DATASETS[name].in_shape))}, {DATASETS[name].num_classes} "
+                         f"outputs and its published {n_train:,} training images")
         fit = min(training.train_limit or n_train, n_train - training.val_size)
         sizes[name] = (fit, 2 * min(training.val_size, fit))  # validation + train-eval images per epoch
     stored = _stored_rates(store, store_trials, hardware)
@@ -208,30 +222,56 @@ def _epoch_seconds(space, pending: list[Trial], store, store_trials, data_dir, h
     return out, (f"from the store where it has them, else a calibration ({', '.join(sorted(set(calibrated)))})")
 
 
+# The official training-split sizes of the datasets whose files may be absent when a user plans (a synthetic
+# dataset, generated in memory, always knows its size): MNIST and Fashion-MNIST 60,000 (LeCun et al.; Xiao et
+# al. 2017), CUB-200-2011 5,994 (Wah et al. 2011). Keyed by the folder the files live in.
+PUBLISHED_TRAIN_SIZES = {"MNIST": 60_000, "FashionMNIST": 60_000, CUB_FOLDER: 5_994}
+
+
+def published_train_size(dataset) -> int | None:
+    """The dataset's published training-split size, without reading its files (distorted MNIST: MNIST's)."""
+    source = getattr(dataset, "source", dataset)
+    folder = getattr(source, "folder", None) or (CUB_FOLDER if source.name.startswith("cub200") else None)
+    return PUBLISHED_TRAIN_SIZES.get(folder)
+
+
 def _stored_rates(store: ResultsStore | None, trials, hardware: str) -> dict:
     """(architecture, dataset, batch size) → (train seconds per image, evaluation seconds per image),
-    medians over this hardware's stored epochs."""
-    if store is None:
+    means over this hardware's stored benchmark trials of each trial's median epoch. One pass over the
+    epochs table (grouped once), so a store of 100,000 trials plans in seconds."""
+    if store is None or trials.empty:
         return {}
-    epochs = store.epochs()
-    if trials.empty or epochs.empty:
+    trials = trials[trials["stage"] == "benchmark"]
+    labels = {k: hardware_label(*k) for k in set(zip(trials.device, trials.cpu_model, trials.gpu_model))}
+    trials = trials[[labels[k] == hardware for k in zip(trials.device, trials.cpu_model, trials.gpu_model)]]
+    if trials.empty:
         return {}
-    trials = trials[trials["stage"] == "benchmark"].copy()
-    here = trials.apply(lambda r: hardware_label(r.device, r.cpu_model, r.gpu_model) == hardware, axis=1)
-    trials = trials[here]
-    out = {}
-    for row in trials.itertuples():
-        try:
-            training = TrainingSettings.from_dict(json.loads(row.config_json)["training"])
-        except (TypeError, ValueError, KeyError):
-            continue
-        e = epochs[epochs["trial_id"] == row.trial_id]
-        if e.empty:
-            continue
-        evaluated = 2 * training.val_size
-        key = (row.architecture, row.dataset, training.batch_size)
-        out.setdefault(key, []).append(((1 / e["images_per_s"]).median(), (e["eval_time_s"] / evaluated).median()))
-    return {k: (float(sum(a for a, _ in v) / len(v)), float(sum(b for _, b in v) / len(v))) for k, v in out.items()}
+    epochs = store.read("epochs", columns=["trial_id", "images_per_s", "eval_time_s"])
+    epochs = epochs[epochs["trial_id"].isin(set(trials["trial_id"]))]
+    if epochs.empty:
+        return {}
+    per_trial = pd.DataFrame({"trial_id": epochs["trial_id"], "train_s": 1 / epochs["images_per_s"],
+                              "eval_s": epochs["eval_time_s"]}).groupby("trial_id").median()
+    configs = {c: _batch_and_evaluated(c) for c in set(trials["config_json"])}  # clones share a few configurations
+    known = trials[[configs[c] is not None for c in trials["config_json"]]]
+    if known.empty:
+        return {}
+    rows = pd.DataFrame({"trial_id": known["trial_id"], "architecture": known["architecture"],
+                         "dataset": known["dataset"], "batch": [configs[c][0] for c in known["config_json"]],
+                         "evaluated": [configs[c][1] for c in known["config_json"]]}).join(per_trial, on="trial_id",
+                                                                                            how="inner")
+    rows["eval_s"] = rows["eval_s"] / rows["evaluated"]
+    means = rows.groupby(["architecture", "dataset", "batch"], dropna=False)[["train_s", "eval_s"]].mean()
+    return {k: (float(r.train_s), float(r.eval_s)) for k, r in zip(means.index, means.itertuples())}
+
+
+def _batch_and_evaluated(config_json) -> tuple | None:
+    """A stored trial's batch size and images evaluated per epoch (validation + train-eval), or None."""
+    try:
+        training = TrainingSettings.from_dict(json.loads(config_json)["training"])
+        return training.batch_size, 2 * training.val_size
+    except (TypeError, ValueError, KeyError):
+        return None
 
 
 def _calibrate(trial: Trial, cpus: float, data_dir) -> tuple[float, float]:

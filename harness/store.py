@@ -3,8 +3,11 @@
 Layout (``SCHEMA_VERSION`` in ``store.json``)::
 
     store.json                  schema version, creation time
-    epochs/<trial_id>.parquet   one row per trial × epoch
+    epochs/<trial_id>/<epoch>.parquet  one row per trial × epoch, a file per epoch (an epoch adds a file)
+    epochs/<trial_id>.parquet   all of a trial's epochs in one file (how version 1 wrote them; still read)
     trials/<trial_id>.parquet   one row per finished trial (complete, diverged or error)
+    packs/<seq>/                finished trials compacted (``compact``): epochs.parquet, trials.parquet
+                                and resume.jsonl (their resume pointers), thousands of trials per pack
     runs/<run_id>.parquet       one row per benchmark invocation: search space, provenance
     checkpoints/<trial_id>.pt   the best-validation weights of each finished trial
     resume/<trial_key>.json     where the trial's latest Ray Tune checkpoint is, for a rerun to resume from
@@ -13,9 +16,14 @@ Layout (``SCHEMA_VERSION`` in ``store.json``)::
     wandb/                      W&B's run files (offline runs: wandb/wandb/offline-run-*)
     .lock                       held by the one driver writing here
 
-One file per trial keeps writes small and makes duplicates impossible by
-construction: a trial's epoch file is only ever replaced by a superset of itself
-(rows are added, never removed). Every write goes to a hidden temporary file that
+One file per trial (and epoch) keeps writes small and makes duplicates impossible
+by construction: an epoch's file is only ever replaced by a retry of that epoch,
+and rows are added, never removed. Readers grow with the file count, so finished
+trials are packed into a few large files (``compact``: at the end of a run that
+leaves many, or ``stbench store compact``). A pack appears in one directory rename;
+the loose files it replaces are deleted only after it, and a loose file always
+supersedes a packed row of the same trial (and epoch), so a compaction killed at any
+moment leaves every row readable exactly once. Every write goes to a hidden temporary file that
 is then renamed over the target, so a reader, or a run killed mid-write, never
 sees half a file; pyarrow's dataset reader skips the hidden files, and the next
 writer sweeps them away. Only the driver writes here (through a Tune callback),
@@ -27,6 +35,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -34,14 +44,21 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .contract import FINISHED, EpochRecord
 from .errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: per-epoch files and packs; version 1 stores (one epoch file per trial) are read as they are
+READ_VERSIONS = (1, 2)
 TMP_PREFIX = ".tmp-"
+PACKS = "packs"
+PACK_TABLES = ("epochs", "trials")  # the tables whose finished trials are packed (runs are few)
+RESUME_ARCHIVE = "resume.jsonl"  # a pack's copy of its trials' resume pointers (finished trials never resume)
+PACK_TRIALS = 20_000  # trials per pack: bounds the memory of a compaction and of reading one pack
+COMPACT_AT = 256  # a run compacts at its end once this many finished trials lie in loose files
 
 ARROW = {int: pa.int64(), float: pa.float64(), str: pa.string()}
 _ID = [("trial_id", pa.string()), ("run_id", pa.string()), ("architecture", pa.string()),
@@ -71,6 +88,7 @@ TRIALS = pa.schema(_ID + [
     ("python_version", pa.string()), ("torch_version", pa.string()),
     ("torchvision_version", pa.string()), ("ray_version", pa.string()), ("optuna_version", pa.string()),
     ("finished_at", pa.timestamp("us", tz="UTC")),
+    ("merged_from", pa.string()),  # `stbench merge`: JSON list of the source stores that held this row
 ])
 
 RUNS = pa.schema([
@@ -82,14 +100,15 @@ RUNS = pa.schema([
     ("data_dir", pa.string()),  # the data directory the run read (absolute), for the report's figures
     ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
     ("provenance_json", pa.string()),
+    ("merged_from", pa.string()),  # `stbench merge`: JSON list of the source stores that held this row
 ])
 
 TABLES = {"epochs": EPOCHS, "trials": TRIALS, "runs": RUNS}
-OTHER_ENTRIES = ("checkpoints", "resume", "ray", "optuna", "wandb", ".lock")
+OTHER_ENTRIES = ("checkpoints", "resume", "ray", "optuna", "wandb", PACKS, ".lock")
 # Columns added to a table after SCHEMA_VERSION 1 went out: files written before may lack them (the reader
 # fills them with nulls), so they are not damage. A column added later goes here, or SCHEMA_VERSION goes up.
-ADDED_COLUMNS: dict[str, set[str]] = {"epochs": set(), "trials": {"stack"},
-                                      "runs": {"planned_json", "overrides_json", "data_dir"}}
+ADDED_COLUMNS: dict[str, set[str]] = {"epochs": set(), "trials": {"stack", "merged_from"},
+                                      "runs": {"planned_json", "overrides_json", "data_dir", "merged_from"}}
 VERIFY_HINT = "python -m harness.store verify"
 OPTUNA_FILE = "optuna/studies.db"  # the tuning stage's studies (``optuna_url``)
 
@@ -101,6 +120,8 @@ def now() -> datetime:
 class ResultsStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self._version_checked = False
+        self._pack_id_cache: dict[str, set[str]] = {}
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
@@ -125,10 +146,10 @@ class ResultsStore:
             except (ValueError, KeyError, TypeError, OSError):
                 raise UserError(f"--results-dir: {manifest} is unreadable or corrupt; restore it from a copy "
                                 "or use another directory") from None
-            if version != SCHEMA_VERSION:
+            if version not in READ_VERSIONS:
                 raise UserError(
                     f"--results-dir: {root} holds a results store of schema version {version}; this stbench "
-                    f"reads and writes version {SCHEMA_VERSION}; use another --results-dir"
+                    f"reads versions {', '.join(map(str, READ_VERSIONS))}; use another --results-dir"
                 )
         elif must_exist:
             raise UserError(f"{root} is not a results store (no store.json); run the benchmark first or pass the right directory")
@@ -171,31 +192,61 @@ class ResultsStore:
     def wandb_dir(self) -> Path:
         return self.root.resolve() / "wandb"
 
-    def optuna_url(self) -> str:
-        """The SQLite storage of the tuning stage's Optuna studies (created on first use)."""
-        path = self.root.resolve() / OPTUNA_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
+    @property
+    def optuna_path(self) -> Path:
+        return self.root.resolve() / OPTUNA_FILE
+
+    def optuna_url(self, create: bool = True) -> str:
+        """The SQLite storage of the tuning stage's Optuna studies (its folder created on first use, unless
+        ``create`` is False: a reader such as ``stbench plan`` changes nothing)."""
+        if create:
+            self.optuna_path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.optuna_path}"
+
+    def exists(self) -> bool:
+        """Whether a store has been created here (its manifest exists)."""
+        return (self.root / "store.json").is_file()
 
     def lock(self) -> "StoreLock":
         """Exclusive writer lock for a benchmark run; released by the kernel if the process dies."""
         return StoreLock(self.root / ".lock")
 
     def sweep_partials(self) -> list[Path]:
-        """Delete hidden temporary files left by a writer that was killed mid-write (call under the lock)."""
-        swept = [p for p in self.root.glob(f"*/{TMP_PREFIX}*")] + list(self.root.glob(f"{TMP_PREFIX}*"))
+        """Delete hidden temporary files (and unfinished packs) left by a writer that was killed mid-write
+        (call under the lock)."""
+        swept = [*self.root.glob(f"{TMP_PREFIX}*"), *self.root.glob(f"*/{TMP_PREFIX}*"),
+                 *self.root.glob(f"epochs/*/{TMP_PREFIX}*")]
         for p in swept:
-            p.unlink(missing_ok=True)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
         return swept
+
+    def _upgrade(self) -> None:
+        """Mark a version 1 store as version 2 before writing what version 1 readers cannot read (per-epoch
+        files, packs), so an older stbench refuses it in one line instead of misreading it."""
+        if self._version_checked:
+            return
+        manifest = self.root / "store.json"
+        info = json.loads(manifest.read_text())
+        if info.get("schema_version") != SCHEMA_VERSION:
+            self._atomic_write_bytes(manifest, json.dumps(
+                {**info, "schema_version": SCHEMA_VERSION, "upgraded_at": now().isoformat()}, indent=2).encode())
+        self._version_checked = True
 
     # -- writing ------------------------------------------------------------------------------
     def put_epochs(self, trial_id: str, rows: list[dict]) -> list[dict]:
-        """Add epoch rows for one trial; a row for an epoch already stored replaces it (a retried epoch)."""
-        by_epoch = {r["epoch"]: r for r in self._trial_rows(trial_id)}
-        by_epoch.update({r["epoch"]: r for r in rows})
-        merged = [by_epoch[e] for e in sorted(by_epoch)]
-        self._write_table("epochs", trial_id, merged)
-        return merged
+        """Add epoch rows for one trial, a file per epoch: an epoch already stored is replaced (a retried
+        epoch), the others are never rewritten."""
+        self._upgrade()
+        directory = self.root / "epochs" / trial_id
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+            _fsync(directory.parent)
+        for row in rows:
+            self._write_file(directory / f"{int(row['epoch']):06d}.parquet", EPOCHS, [row])
+        return rows
 
     def put_trial(self, row: dict) -> None:
         self._write_table("trials", row["trial_id"], [row])
@@ -226,9 +277,11 @@ class ResultsStore:
         return out
 
     def _write_table(self, table: str, name: str, rows: list[dict]) -> None:
-        schema = TABLES[table]
+        self._write_file(self.root / table / f"{name}.parquet", TABLES[table], rows)
+
+    def _write_file(self, target: Path, schema: pa.Schema, rows: list[dict]) -> None:
         arrow = pa.Table.from_pylist([{k: _clean(r.get(k)) for k in schema.names} for r in rows], schema=schema)
-        with _atomic(self.root / table / f"{name}.parquet", fault_point=True) as tmp:
+        with _atomic(target, fault_point=True) as tmp:
             pq.write_table(arrow, tmp)
 
     def _atomic_write_bytes(self, target: Path, data: bytes) -> None:
@@ -236,14 +289,50 @@ class ResultsStore:
             tmp.write_bytes(data)
 
     # -- reading ------------------------------------------------------------------------------
-    def read(self, table: str) -> pd.DataFrame:
-        """A whole table as a DataFrame with the store's columns (empty, with columns, if nothing is stored)."""
+    def read(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """A whole table as a DataFrame with the store's columns, or only ``columns`` (empty, with columns, if
+        nothing is stored): packs and loose files together, a loose row superseding a packed one of the same
+        trial (and epoch)."""
+        for attempt in range(3):
+            try:
+                return self._read_arrow(table, columns).to_pandas()
+            except FileNotFoundError:  # a compaction (another process) deleted a loose file after it was listed
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _read_arrow(self, table: str, columns: list[str] | None = None) -> pa.Table:
         schema = TABLES[table]
-        directory = self.root / table
-        if not directory.is_dir() or not any(p.suffix == ".parquet" and not p.name.startswith(TMP_PREFIX)
-                                             for p in directory.iterdir()):
-            return schema.empty_table().to_pandas()
-        return ds.dataset(directory, format="parquet", schema=schema).to_table().to_pandas()
+        if columns is not None:  # the key columns too: they decide which rows supersede which
+            keep = [c for c in schema.names if c in {*columns, "trial_id", "epoch", "run_id"}]
+            out = self._read_arrow_schema(table, pa.schema([schema.field(c) for c in keep]))
+            return out.select(list(columns))
+        return self._read_arrow_schema(table, schema)
+
+    def _read_arrow_schema(self, table: str, schema: pa.Schema) -> pa.Table:
+        files, per_epoch = _loose_files(self.root / table, table)
+        # a file supersedes only rows of the trial it is named after: a misnamed copy is a duplicate (verify)
+        names = {f.stem for f in files} | {f.parent.name for f in per_epoch}
+        loose = _read_files(files, schema)
+        if per_epoch:  # version 1 whole-trial epoch files under version 2 per-epoch ones: the newer wins
+            dirs = {f.parent.name for f in per_epoch}
+            shadowed = [f for f in files if f.stem in dirs]
+            newer = _read_files(per_epoch, schema)
+            if shadowed:
+                loose = pa.concat_tables([_read_files([f for f in files if f.stem not in dirs], schema),
+                                          _superseded(_read_files(shadowed, schema), newer, table, dirs)])
+            loose = pa.concat_tables([loose, newer])
+        packs = [p / f"{table}.parquet" for p in self.pack_dirs()] if table in PACK_TABLES else []
+        if not packs:
+            return loose
+        return pa.concat_tables([_superseded(_read_files(packs, schema), loose, table, names), loose])
+
+    def pack_dirs(self) -> list[Path]:
+        """The store's packs, oldest first (hidden ones are unfinished and not part of the store)."""
+        directory = self.root / PACKS
+        if not directory.is_dir():
+            return []
+        return sorted(p for p in directory.iterdir() if not p.name.startswith((".", "_")) and p.is_dir())
 
     def epochs(self) -> pd.DataFrame:
         return self.read("epochs")
@@ -258,12 +347,227 @@ class ResultsStore:
         return pd.DataFrame(self._trial_rows(trial_id), columns=EPOCHS.names)
 
     def _trial_rows(self, trial_id: str) -> list[dict]:
-        path = self.root / "epochs" / f"{trial_id}.parquet"
-        return pq.read_table(path, schema=EPOCHS).to_pylist() if path.exists() else []
+        """One trial's epoch rows by epoch: from its pack, its whole-trial file, its per-epoch files, each
+        later source replacing the earlier's rows of the same epoch."""
+        by_epoch: dict[int, dict] = {}
+        for pack in self.pack_dirs():
+            if trial_id in self._pack_ids(pack):
+                rows = pq.read_table(pack / "epochs.parquet", schema=EPOCHS,
+                                     filters=[("trial_id", "=", trial_id)]).to_pylist()
+                by_epoch.update({r["epoch"]: r for r in rows})
+        whole = self.root / "epochs" / f"{trial_id}.parquet"
+        if whole.exists():
+            by_epoch.update({r["epoch"]: r for r in pq.read_table(whole, schema=EPOCHS).to_pylist()})
+        directory = self.root / "epochs" / trial_id
+        if directory.is_dir():
+            files = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith((".", "_")))
+            by_epoch.update({r["epoch"]: r for r in _read_files(files, EPOCHS).to_pylist()})
+        return [by_epoch[e] for e in sorted(by_epoch)]
+
+    def _pack_ids(self, pack: Path) -> set[str]:
+        """The trial ids of a pack (packs never change, so each is read once per store object)."""
+        if pack.name not in self._pack_id_cache:
+            column = pq.read_table(pack / "trials.parquet", columns=["trial_id"])["trial_id"]
+            self._pack_id_cache[pack.name] = set(column.to_pylist())
+        return self._pack_id_cache[pack.name]
 
     def finished_trial_ids(self, statuses=FINISHED) -> set[str]:
         trials = self.trials()
         return set(trials.loc[trials["status"].isin(statuses), "trial_id"])
+
+    # -- compaction ---------------------------------------------------------------------------
+    def loose_finished(self) -> int:
+        """How many finished trials lie in loose files (what ``compact`` would pack), from file names and
+        one read of the loose trial files."""
+        files, _ = _loose_files(self.root / "trials", "trials")
+        if not files:
+            return 0
+        rows = ds.dataset(files, format="parquet").to_table(columns=["status"])
+        return int(pc.sum(pc.is_in(rows["status"], pa.array(list(FINISHED)))).as_py() or 0)
+
+    def compact_if_many(self, at: int = COMPACT_AT) -> dict | None:
+        """What a run does at its end (under its lock): compact once ``at`` finished trials lie loose."""
+        return self.compact() if self.loose_finished() >= at else None
+
+    def compact(self, per_pack: int = PACK_TRIALS) -> dict:
+        """Pack finished trials' loose files (trial row, epoch rows, resume pointers) into packs of at most
+        ``per_pack`` trials; call under the lock. Never loses or duplicates a row, whenever it is killed:
+        a pack is written in a hidden directory and renamed into place in one step, and only then are the
+        loose files it holds deleted; loose leftovers of a packed trial (a kill during the deletions) are
+        deleted by the next compaction once checked identical to the pack. Errored trials stay loose (a
+        ``--retry-errored`` run rewrites them)."""
+        self._upgrade()
+        packed = set().union(*(self._pack_ids(p) for p in self.pack_dirs()))
+        leftovers = self._delete_leftovers(packed)
+        files, _ = _loose_files(self.root / "trials", "trials")
+        trials = _read_files(files, TRIALS)
+        finished = trials.filter(pc.is_in(trials["status"], pa.array(list(FINISHED))))
+        # only rows in the file named after their trial: that file is the one deleted once they are packed
+        finished = finished.filter(pc.is_in(finished["trial_id"], pa.array([f.stem for f in files], pa.string())))
+        finished = finished.filter(pc.invert(pc.is_in(finished["trial_id"], pa.array(sorted(packed), pa.string()))))
+        ids = sorted(finished["trial_id"].to_pylist())
+        pointers = self._pointers()
+        done_ids = packed | set(ids)
+        out = {"trials": 0, "packs": 0, "leftovers_deleted": leftovers}
+        archived: set[str] = set()
+        for start in range(0, len(ids), per_pack):
+            chunk = set(ids[start:start + per_pack])
+            rows = finished.filter(pc.is_in(finished["trial_id"], pa.array(sorted(chunk))))
+            epoch_files = self._epoch_files(chunk)
+            whole = [f for f in epoch_files if f.parent.name == "epochs"]
+            newer = [f for f in epoch_files if f.parent.name != "epochs"]
+            newer_rows = _read_files(newer, EPOCHS)
+            epochs = pa.concat_tables([_superseded(_read_files(whole, EPOCHS), newer_rows, "epochs", chunk),
+                                       newer_rows])
+            epochs = epochs.sort_by([("trial_id", "ascending"), ("epoch", "ascending")])
+            mine = {k: v for k, v in pointers.items() if k not in archived
+                    and set(v[1].get("members") or [k]) <= done_ids and set(v[1].get("members") or [k]) & chunk}
+            archived |= set(mine)
+            self._write_pack(rows.sort_by("trial_id"), epochs, [v[1] | {"key": k} for k, v in sorted(mine.items())])
+            for path in [*(self.root / "trials" / f"{i}.parquet" for i in sorted(chunk)), *epoch_files,
+                         *(path for path, _ in mine.values())]:
+                _fault_point()
+                path.unlink(missing_ok=True)
+            for i in chunk:
+                _remove_empty_dir(self.root / "epochs" / i)
+            for directory in ("trials", "epochs", "resume"):
+                _fsync(self.root / directory)
+            out["trials"] += len(chunk)
+            out["packs"] += 1
+        return out
+
+    def _write_pack(self, trials: pa.Table, epochs: pa.Table, pointers: list[dict]) -> Path:
+        """Write a pack under a hidden name and rename it into place: the one step that makes it visible."""
+        directory = self.root / PACKS
+        directory.mkdir(exist_ok=True)
+        existing = [int(p.name) for p in self.pack_dirs() if p.name.isdigit()]
+        target = directory / f"{max(existing, default=0) + 1:06d}"
+        tmp = directory / f"{TMP_PREFIX}{target.name}-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            pq.write_table(epochs.cast(EPOCHS), tmp / "epochs.parquet", row_group_size=256_000)
+            pq.write_table(trials.cast(TRIALS), tmp / "trials.parquet", row_group_size=64_000)
+            (tmp / RESUME_ARCHIVE).write_text("".join(json.dumps(p, sort_keys=True) + "\n" for p in pointers))
+            for name in ("epochs.parquet", "trials.parquet", RESUME_ARCHIVE):
+                _fsync(tmp / name)
+            _fsync(tmp)
+            _fault_point()
+            os.rename(tmp, target)
+            _fsync(directory)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    def _epoch_files(self, ids: set[str]) -> list[Path]:
+        """The loose epoch files of these trials: whole-trial files and per-epoch files."""
+        out = []
+        for i in sorted(ids):
+            whole = self.root / "epochs" / f"{i}.parquet"
+            if whole.is_file():
+                out.append(whole)
+            directory = self.root / "epochs" / i
+            if directory.is_dir():
+                out += sorted(p for p in directory.glob("*.parquet") if not p.name.startswith((".", "_")))
+        return out
+
+    def _pointers(self) -> dict[str, tuple[Path, dict]]:
+        out = {}
+        for path in (self.root / "resume").glob("*.json") if (self.root / "resume").is_dir() else []:
+            try:
+                out[path.stem] = (path, json.loads(path.read_text()))
+            except (ValueError, OSError):
+                continue  # damage, refused before a run; never packed
+        return out
+
+    def _delete_leftovers(self, packed: set[str]) -> int:
+        """Delete loose files of trials already packed that match their pack row for row (what a compaction
+        killed between its rename and its deletions leaves); any that differ are kept (a loose row wins)."""
+        if not packed:
+            return 0
+        trial_files, _ = _loose_files(self.root / "trials", "trials")
+        loose_trials = [p for p in trial_files if p.stem in packed]
+        loose_epochs = [p for p in (self.root / "epochs").iterdir() if p.name.removesuffix(".parquet") in packed
+                        and not p.name.startswith((".", "_"))] if (self.root / "epochs").is_dir() else []
+        pointers = {k: v for k, v in self._pointers().items() if k in packed}
+        if not (loose_trials or loose_epochs or pointers):
+            return 0
+        ids = {p.stem for p in loose_trials} | {p.name.removesuffix(".parquet") for p in loose_epochs}
+        packed_trials = {r["trial_id"]: r for p in self.pack_dirs() if ids & self._pack_ids(p) for r in
+                         pq.read_table(p / "trials.parquet", schema=TRIALS,
+                                       filters=[("trial_id", "in", sorted(ids))]).to_pylist()}
+        deleted = 0
+        for path in loose_trials:
+            if pq.read_table(path, schema=TRIALS).to_pylist() == [packed_trials.get(path.stem)]:
+                path.unlink()
+                deleted += 1
+        for i in sorted({p.name.removesuffix(".parquet") for p in loose_epochs}):
+            in_pack = {r["epoch"]: r for p in self.pack_dirs() if i in self._pack_ids(p) for r in
+                       pq.read_table(p / "epochs.parquet", schema=EPOCHS, filters=[("trial_id", "=", i)]).to_pylist()}
+            for path in self._epoch_files({i}):
+                rows = pq.read_table(path, schema=EPOCHS).to_pylist()
+                if rows and all(in_pack.get(r["epoch"]) == r for r in rows):
+                    path.unlink()
+                    deleted += 1
+            _remove_empty_dir(self.root / "epochs" / i)
+        for key, (path, _) in pointers.items():
+            archived = {json.loads(line)["key"] for p in self.pack_dirs() if key in self._pack_ids(p)
+                        for line in (p / RESUME_ARCHIVE).read_text().splitlines() if line.strip()}
+            if key in archived:
+                path.unlink()
+                deleted += 1
+        return deleted
+
+
+def _loose_files(directory: Path, table: str) -> tuple[list[Path], list[Path]]:
+    """A table folder's loose Parquet files: (top-level files, per-epoch files in trial folders). Hidden
+    files (the atomic writer's partials) are left out, as pyarrow's reader leaves them."""
+    top, nested = [], []
+    if not directory.is_dir():
+        return top, nested
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith((".", "_")):
+                continue
+            if entry.name.endswith(".parquet") and entry.is_file():
+                top.append(Path(entry.path))
+            elif table == "epochs" and entry.is_dir():
+                with os.scandir(entry.path) as inner:
+                    nested += [Path(e.path) for e in inner if e.name.endswith(".parquet")
+                               and not e.name.startswith((".", "_"))]
+    return sorted(top), sorted(nested)
+
+
+def _read_files(files: list[Path], schema: pa.Schema) -> pa.Table:
+    if not files:
+        return schema.empty_table()
+    return ds.dataset([str(f) for f in files], format="parquet", schema=schema).to_table()
+
+
+def _superseded(older: pa.Table, newer: pa.Table, table: str, names: set[str]) -> pa.Table:
+    """``older`` without the rows ``newer`` replaces: the same trial (trials), the same trial and epoch
+    (epochs), for the trials in ``names`` (those whose own files ``newer`` was read from)."""
+    if not len(newer) or not len(older) or not names:
+        return older
+    newer = newer.filter(pc.is_in(newer["trial_id"], pa.array(sorted(names), pa.string())))
+    ids = pc.unique(newer["trial_id"])
+    overlap = pc.is_in(older["trial_id"], ids)
+    if not pc.any(overlap).as_py():
+        return older
+    if table != "epochs":
+        return older.filter(pc.invert(overlap))
+    keys = set(zip(newer["trial_id"].to_pylist(), newer["epoch"].to_pylist()))
+    candidates = older.filter(overlap)
+    keep = pa.array([(t, e) not in keys for t, e in zip(candidates["trial_id"].to_pylist(),
+                                                        candidates["epoch"].to_pylist())])
+    return pa.concat_tables([older.filter(pc.invert(overlap)), candidates.filter(keep)])
+
+
+def _remove_empty_dir(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # absent, or not empty (a file this compaction kept)
 
 
 @contextmanager
@@ -350,11 +654,13 @@ def _fsync(path: Path) -> None:
 def find_damage(root: str | os.PathLike) -> list[tuple[str, str]]:
     """Every file of the store a run or a report would fail on or misread, as (path relative to root, reason).
 
-    Reads only Parquet footers and resume pointers, so it is cheap enough to run before every run; it
+    Reads only Parquet footers and resume pointers, so it is cheap enough to run before every run (a
+    compacted store has few files; see ``ResultsStore.compact``); it
     never changes anything. Hidden files (the atomic writer's ``.tmp-*`` partials) are left to
     ``sweep_partials``. Found damage: a Parquet file that is empty, cut short or not Parquet at all;
     one whose columns are not its table's (another schema, another table's file); a stray file or folder
-    in a table folder (the table reader would try to parse it); a resume pointer that is not JSON
+    in a table folder (the table reader would try to parse it) or in a pack, a pack missing a file or with
+    a resume pointer that is not JSON
     naming a checkpoint; a pointer of an unfinished trial to a local checkpoint that no longer exists
     (a moved results directory or a wrong --storage-path: resuming is impossible, and restarting from
     scratch would replace the epoch rows stored so far, so the user decides by moving the pointer aside);
@@ -368,17 +674,44 @@ def find_damage(root: str | os.PathLike) -> list[tuple[str, str]]:
         if not directory.is_dir():
             continue
         for path in sorted(directory.iterdir()):
+            if table == "epochs" and path.is_dir() and not path.name.startswith((".", "_")):
+                paths = sorted(path.iterdir())  # a trial's per-epoch files
+            else:
+                paths = [path]
+            for path in paths:
+                rel = str(path.relative_to(root))
+                if path.name.startswith((".", "_")):
+                    continue  # hidden: skipped by the table reader
+                if path.suffix != ".parquet" or not path.is_file():
+                    damage.append((rel, "is not a Parquet file of this table (a stray file)"))
+                    continue
+                reason = _parquet_damage(path, schema, ADDED_COLUMNS[table])
+                if reason:
+                    damage.append((rel, reason))
+                elif table == "trials":
+                    trial_files.append(path)
+    for pack in sorted((root / PACKS).iterdir()) if (root / PACKS).is_dir() else []:
+        if pack.name.startswith((".", "_")):
+            continue  # an unfinished pack: swept by the next writer
+        if not pack.is_dir():
+            damage.append((str(pack.relative_to(root)), "is not a pack of finished trials (a stray file)"))
+            continue
+        expected = {f"{t}.parquet" for t in PACK_TABLES} | {RESUME_ARCHIVE}
+        for path in sorted(pack.iterdir()):
             rel = str(path.relative_to(root))
-            if path.name.startswith((".", "_")):
-                continue  # hidden: skipped by the table reader
-            if path.suffix != ".parquet" or not path.is_file():
-                damage.append((rel, "is not a Parquet file of this table (a stray file)"))
-                continue
-            reason = _parquet_damage(path, schema, ADDED_COLUMNS[table])
-            if reason:
-                damage.append((rel, reason))
-            elif table == "trials":
-                trial_files.append(path)
+            if path.name not in expected:
+                damage.append((rel, "is not a file of a pack (a stray file)"))
+            elif path.name == RESUME_ARCHIVE:
+                continue  # read by no run or report (verify parses it): not parsed before every run
+            else:
+                table = path.name.removesuffix(".parquet")
+                reason = _parquet_damage(path, TABLES[table], ADDED_COLUMNS[table])
+                if reason:
+                    damage.append((rel, reason))
+                elif table == "trials":
+                    trial_files.append(path)
+        for name in sorted(expected - {p.name for p in pack.iterdir()}):
+            damage.append((str((pack / name).relative_to(root)), "is missing from its pack"))
     studies = root / OPTUNA_FILE
     if studies.is_file() and studies.stat().st_size and studies.read_bytes()[:16] != b"SQLite format 3\x00":
         damage.append((OPTUNA_FILE, "is not an SQLite database (the tuning stage's Optuna studies)"))
@@ -450,7 +783,13 @@ def verify(root: str | os.PathLike) -> tuple[list[str], dict]:
     except UserError as e:
         return [str(e)], {}
     problems += [f"{root / path} {reason}" for path, reason in find_damage(root)]
-    orphans = sorted(p for p in root.rglob(f"{TMP_PREFIX}*") if "ray" not in p.relative_to(root).parts)
+    for pack in store.pack_dirs():
+        try:
+            [json.loads(line) for line in (pack / RESUME_ARCHIVE).read_text().splitlines() if line.strip()]
+        except (ValueError, OSError, UnicodeDecodeError):
+            problems.append(f"{pack / RESUME_ARCHIVE} is unreadable (not JSON lines of resume pointers)")
+    orphans = sorted({*root.glob(f"{TMP_PREFIX}*"), *root.glob(f"*/{TMP_PREFIX}*"),
+                      *root.glob(f"epochs/*/{TMP_PREFIX}*")} - {*root.glob(f"ray/{TMP_PREFIX}*")})
     problems += [f"{p}: orphaned partial file (a write was interrupted; safe to delete)" for p in orphans]
     if problems:
         return problems, {}
@@ -459,8 +798,14 @@ def verify(root: str | os.PathLike) -> tuple[list[str], dict]:
     problems += [f"epochs: trial {t} epoch {e} appears more than once" for t, e in
                  sorted(set(zip(dup.trial_id, dup.epoch)))]
     problems += [f"trials: trial {t} appears more than once" for t in sorted(set(trials.trial_id[trials.trial_id.duplicated()]))]
-    by_trial = epochs.groupby("trial_id").epoch.apply(sorted).to_dict()
-    for row in trials.itertuples():
+    # epochs 1..n exactly once each ⇔ count = max = n and min = 1 (the duplicates are reported above)
+    stats = epochs.groupby("trial_id").epoch.agg(["count", "min", "max", "nunique"])
+    gapped = set(stats.index[(stats["min"] != 1) | (stats["max"] != stats["count"]) | (stats["nunique"] != stats["count"])])
+    counted = trials.trial_id.map(stats["count"]).fillna(0).astype(int)
+    wrong = trials[trials.status.isin(FINISHED) & (counted != trials.epochs_completed)].trial_id
+    suspects = set(trials.trial_id) & gapped | set(wrong)
+    by_trial = epochs[epochs.trial_id.isin(suspects)].groupby("trial_id").epoch.apply(sorted).to_dict()
+    for row in trials[trials.trial_id.isin(suspects)].itertuples():
         got = by_trial.get(row.trial_id, [])
         if got != list(range(1, len(got) + 1)):
             problems.append(f"epochs: trial {row.trial_id} has gaps (epochs {got})")
@@ -477,7 +822,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.store", description="Inspect a results store.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("verify", help="check schema, uniqueness, gaps and partial files; exit 1 on any problem").add_argument("dir")
+    compact = sub.add_parser("compact", help="pack finished trials' files into a few large ones (readers stay fast)")
+    compact.add_argument("dir")
+    compact.add_argument("--per-pack", type=int, default=PACK_TRIALS, metavar="N",
+                         help=f"at most N trials per pack (default {PACK_TRIALS}; bounds the memory used)")
     args = parser.parse_args(argv)
+    if args.command == "compact":
+        return _compact_command(args.dir, args.per_pack)
     problems, counts = verify(args.dir)
     for problem in problems:
         print(f"problem: {problem}")
@@ -485,6 +836,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.dir}: {len(problems)} problem(s)")
         return 1
     print(f"{args.dir}: ok ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    return 0
+
+
+def _compact_command(directory: str, per_pack: int) -> int:
+    """``stbench store compact DIR``: under the writer lock, after sweeping partial files, as a run does."""
+    try:
+        if per_pack < 1:
+            raise UserError(f"--per-pack: must be ≥ 1 (got {per_pack})")
+        store = ResultsStore.check(directory, must_exist=True)
+        with store.lock():
+            store.sweep_partials()
+            done = store.compact(per_pack)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{directory}: packed {done['trials']} finished trial(s) into {done['packs']} pack(s)"
+          + (f"; deleted {done['leftovers_deleted']} file(s) an interrupted compaction had already packed"
+             if done["leftovers_deleted"] else ""))
     return 0
 
 

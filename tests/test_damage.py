@@ -33,7 +33,7 @@ def make_store(root, ray_checkpoint):
 
 def damage(case: str, results, space, data):
     """Apply one fault; return the text the error line must contain."""
-    trials, epochs = results / "trials" / f"{FINISHED}.parquet", results / "epochs" / f"{UNFINISHED}.parquet"
+    trials, epochs = results / "trials" / f"{FINISHED}.parquet", results / "epochs" / UNFINISHED / "000001.parquet"
     pointer = results / "resume" / f"{UNFINISHED}.json"
     if case == "garbage space file":
         space.write_bytes(os.urandom(64) + b"\xff\xfe")
@@ -52,7 +52,7 @@ def damage(case: str, results, space, data):
         return f"trials/{FINISHED}.parquet is unreadable (truncated Parquet file); move it aside or run"
     if case == "zero-byte Parquet":
         epochs.write_bytes(b"")
-        return f"epochs/{UNFINISHED}.parquet is unreadable (zero-byte file)"
+        return f"epochs/{UNFINISHED}/000001.parquet is unreadable (zero-byte file)"
     if case == "not Parquet":
         (results / "runs" / "r1.parquet").write_text("run_id,space\nr1,test\n")
         return "runs/r1.parquet is unreadable (not a Parquet file)"
@@ -122,7 +122,7 @@ def test_verify_reports_every_damaged_file_and_changes_nothing(tmp_path, mnist_r
     assert len(find_damage(results)) == 4
     assert store_main(["verify", str(results)]) == 1
     out = capsys.readouterr().out
-    for name in (f"trials/{FINISHED}.parquet", f"epochs/{UNFINISHED}.parquet", "epochs/notes.txt",
+    for name in (f"trials/{FINISHED}.parquet", f"epochs/{UNFINISHED}/000001.parquet", "epochs/notes.txt",
                  f"resume/{UNFINISHED}.json"):
         assert sum(name in line for line in out.splitlines() if line.startswith("problem: ")) == 1, out
     assert out.splitlines()[-1].endswith(": 4 problem(s)")
