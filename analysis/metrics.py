@@ -119,29 +119,38 @@ def time_to_target(epochs: pd.DataFrame, targets: dict[str, float], trials: pd.D
     ``trials`` (one row per trial, from ``load``) supplies the planned epochs and the hardware."""
     columns = ["trial_id", *KEY, "status", "hardware", "target", "reached", "censored_at", "epoch", "train_seconds"]
     info = _trial_info(trials)
+    e = epochs[epochs["dataset"].isin(targets)]
+    if e.empty:
+        return order_rows(pd.DataFrame([], columns=columns))
+    # One pass over all epochs, grouped once (a loop per trial costs ~10 ms a trial: minutes at 100,000 trials).
+    e = e.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
+    ids = e["trial_id"]
+    seconds = e["train_time_s"].astype(float)
+    clock = seconds.fillna(0.0).groupby(ids).cumsum()  # as np.nancumsum: a missing time adds nothing
+    target = e["dataset"].map(targets).astype(float)
+    hit = (e["val_acc"].astype(float) >= target).to_numpy()
+    firsts = e.groupby(ids, sort=False).head(1).set_index("trial_id")
+    lasts = e.assign(clock=clock).groupby(ids, sort=False).tail(1).set_index("trial_id")
+    hits = e.assign(clock=clock)[hit].groupby("trial_id", sort=False).head(1).set_index("trial_id")
+    median_s = seconds.groupby(ids, sort=False).median()
     rows = []
-    for trial_id, group in epochs[epochs["dataset"].isin(targets)].groupby("trial_id"):
-        group = group.sort_values("epoch")
-        target = targets[group["dataset"].iloc[0]]
-        seconds = group["train_time_s"].to_numpy(dtype=float)
-        clock = np.nancumsum(seconds)
-        hit = np.flatnonzero(group["val_acc"].to_numpy() >= target)
-        first = group.iloc[0]
+    for trial_id, first in firsts.iterrows():
         status = info.get(trial_id, {}).get("status") or first.get("status")
         row = {"trial_id": trial_id, **{k: first[k] for k in KEY}, "status": status,
-               "hardware": info.get(trial_id, {}).get("hardware"), "target": target, "reached": bool(len(hit))}
-        if len(hit):
-            i = hit[0]
-            row.update(censored_at="", epoch=int(group["epoch"].iloc[i]), train_seconds=float(clock[i]))
+               "hardware": info.get(trial_id, {}).get("hardware"), "target": targets[first["dataset"]],
+               "reached": trial_id in hits.index}
+        if row["reached"]:
+            h = hits.loc[trial_id]
+            row.update(censored_at="", epoch=int(h["epoch"]), train_seconds=float(h["clock"]))
         else:
-            last = int(group["epoch"].iloc[-1])
+            last, end = int(lasts.at[trial_id, "epoch"]), float(lasts.at[trial_id, "clock"])
             planned = info.get(trial_id, {}).get("planned")
             if status in FAILED and planned and planned > last:
-                per_epoch = float(np.nanmedian(seconds)) if np.isfinite(seconds).any() else 0.0
+                per_epoch = float(median_s[trial_id]) if np.isfinite(median_s[trial_id]) else 0.0
                 row.update(censored_at="planned horizon (failed)", epoch=int(planned),
-                           train_seconds=float(clock[-1] + per_epoch * (planned - last)))
+                           train_seconds=end + per_epoch * (planned - last))
             else:
-                row.update(censored_at="last epoch", epoch=last, train_seconds=float(clock[-1]))
+                row.update(censored_at="last epoch", epoch=last, train_seconds=end)
         rows.append(row)
     return order_rows(pd.DataFrame(rows, columns=columns))
 
