@@ -13,7 +13,7 @@ from harness.decide import report_lines
 
 from . import metrics, reproduction, stats, verdict
 from .checkpoints import Inspection, inspect_checkpoints
-from .load import Results, choose_data_dir, recorded_cache_dir, resolve_targets
+from .load import Results, choose_data_dir, named_baselines, recorded_cache_dir, resolve_targets
 
 
 @dataclass
@@ -60,7 +60,7 @@ def analyse(results: Results, targets: dict[str, float] | None = None, baseline:
     t["convergence_curves"] = metrics.convergence_curves(ttt, confidence)
     t["gaps"] = metrics.gap_table(summary, confidence, baseline)
     t["overhead"] = metrics.overhead_table(summary, trials, baseline, confidence)
-    t["paired"] = metrics.paired_table(trials, baseline, confidence=confidence)
+    t["paired"] = metrics.paired_table(trials, baseline, confidence=confidence, named=named_baselines(results))
     t["headline"] = verdict.headline(t, baseline, confidence)
     a.paired_sentences = metrics.describe_paired(t["paired"], confidence=confidence)
     a.verdicts = verdict.sentences(t, baseline, confidence)
@@ -92,6 +92,7 @@ def analyse(results: Results, targets: dict[str, float] | None = None, baseline:
                        f"pass --target {no_target[0]}=ACCURACY")
     if (mixed := hardware_note(trials)) is not None:
         a.notes.append(mixed)
+    a.notes += mixed_code_notes(trials)
     timed = trials["hardware"].notna()
     if (~timed & (trials["status"] == "running")).any():
         a.notes.append("running trials have no recorded hardware yet, so their timings are left out of the overhead "
@@ -109,3 +110,18 @@ def analyse(results: Results, targets: dict[str, float] | None = None, baseline:
         a.notes.append("checkpoint figures (confusion matrices, transformer outputs, misclassified images) were not "
                        "requested (--no-checkpoints)")
     return a
+
+
+def mixed_code_notes(trials: pd.DataFrame) -> list[str]:
+    """A note per architecture × dataset whose complete trials ran different plugin code (``code_json``: each
+    plugin file's sha256 or package version): its seeds are not one experiment; ``--retry-stale`` reruns them."""
+    if "code_json" not in trials or trials.empty:
+        return []
+    done = trials[trials["status"] == "complete"]
+    notes = []
+    for (dataset, arch), cell in done.groupby(["dataset", "architecture"]):
+        versions = cell["code_json"].fillna("none").nunique()
+        if versions > 1:
+            notes.append(f"{arch} on {dataset}: its {len(cell)} complete trials ran {versions} different versions of "
+                         "the plugin code; rerun with --retry-stale to train the stale ones with today's code")
+    return notes

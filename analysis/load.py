@@ -317,3 +317,17 @@ def recorded_cache_dir(runs: pd.DataFrame) -> Path | None:
 def default_targets() -> dict[str, float]:
     """Each dataset's own convergence target (the validation accuracy that stops the convergence clock)."""
     return {name: d.convergence_target for name, d in DATASETS.items() if d.convergence_target is not None}
+
+
+def named_baselines(results: Results) -> dict:
+    """The ``baselines:`` the analysed spaces name (architecture → its baseline(s)), read leniently from the YAML
+    kept in the store; later spaces win for an architecture two of them name."""
+    named: dict = {}
+    for _, text in sorted(results.spaces.items()):
+        try:
+            declared = (yaml.safe_load(text) or {}).get("baselines") or {}
+        except (yaml.YAMLError, AttributeError):
+            continue
+        if isinstance(declared, dict):
+            named.update({str(k): v for k, v in declared.items() if isinstance(v, (str, list))})
+    return named

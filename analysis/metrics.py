@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from harness.baselines import comparisons
+
 from . import stats
 from .load import KEY, default_targets
 
@@ -282,9 +284,11 @@ def _geomean(values) -> float:
 
 # -- 5. paired comparisons -----------------------------------------------------------------------
 def paired_table(trials: pd.DataFrame, baseline: str = BASELINE, metrics=("test_acc",),
-                 confidence: float = stats.CONFIDENCE, alpha: float = ALPHA, effect: float = EFFECT) -> pd.DataFrame:
-    """Each architecture minus the baseline, seed by seed (seeds are shared across architectures), on
-    complete trials: mean paired difference with t-interval, paired t-test, and Holm's adjustment across
+                 confidence: float = stats.CONFIDENCE, alpha: float = ALPHA, effect: float = EFFECT,
+                 named: dict | None = None) -> pd.DataFrame:
+    """Each architecture minus the baseline, and ``st(X)`` / ``coordconv(X)`` minus ``X`` (what the wrapper
+    added; a space's ``baselines:`` as ``named`` chooses others: ``harness.baselines``), seed by seed (seeds are
+    shared across architectures), on complete trials: mean paired difference with t-interval, paired t-test, and Holm's adjustment across
     every comparison in the table (all datasets, architectures and metrics form one family).
 
     Beside the p-value, the effect sizes people read: the mean difference with its interval, and
@@ -302,13 +306,11 @@ def paired_table(trials: pd.DataFrame, baseline: str = BASELINE, metrics=("test_
     for metric in metrics:
         for dataset, cell in done.groupby("dataset"):
             wide = cell.pivot_table(index="seed", columns="architecture", values=metric, aggfunc="mean")
-            if baseline not in wide:
-                continue
-            for arch in wide.columns.drop(baseline):
-                pair = wide[[arch, baseline]].dropna()
-                res = stats.paired_test(pair[arch], pair[baseline], confidence)
-                prob = stats.prob_improvement(wide[arch].dropna(), wide[baseline].dropna(), confidence)
-                rows.append({"dataset": dataset, "metric": metric, "architecture": arch, "baseline": baseline,
+            for arch, base in comparisons(architecture_order(wide.columns, baseline), baseline, named):
+                pair = wide[[arch, base]].dropna()
+                res = stats.paired_test(pair[arch], pair[base], confidence)
+                prob = stats.prob_improvement(wide[arch].dropna(), wide[base].dropna(), confidence)
+                rows.append({"dataset": dataset, "metric": metric, "architecture": arch, "baseline": base,
                              "pairs": len(pair), "difference": res.difference.estimate,
                              "low": res.difference.low, "high": res.difference.high, "p": res.pvalue,
                              "note": res.note or res.difference.note, "sd": res.sd,

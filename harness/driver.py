@@ -180,6 +180,9 @@ class _Session:
             self.provenance = {k: provenance[k] for k in (
                 "git_commit", "git_dirty", "python_version", "torch_version", "torchvision_version",
                 "ray_version", "optuna_version")}
+            # each row carries the plugin code it ran (None without plugins): the report flags mixed cells
+            code = plugins.fingerprints()
+            self.provenance["code_json"] = json.dumps(code, sort_keys=True) if code else None
             configure_tune_output()
             self.stack.enter_context(ray_connection(self.address, self.verbose))
 

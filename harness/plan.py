@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import plugins
 from .data import DATASETS, ImageSplits
 from .data.cub import FOLDER as CUB_FOLDER
 from .driver import done_statuses, select, stack_device
@@ -94,6 +95,8 @@ class Plan:
 def make_plan(space: SearchSpace, *, select_by: dict, results_dir: Path, data_dir: Path, retry_errored: bool = False,
               max_concurrent: int | None = None, estimate: bool = True) -> Plan:
     trials = select(space.trials(_tuned_values(space, results_dir)), **select_by)
+    # a model that cannot take its dataset's input is refused here as in a run (one forward pass on meta tensors)
+    plugins.check_inputs(plugins.pairs_to_check(trials), stack=space.stack_sizes(stack_device(space)))
     store = ResultsStore.check(results_dir, must_exist=True) if ResultsStore(results_dir).exists() else None
     # read once, only the columns used: states here, epoch times below
     store_trials = store.read("trials", columns=TRIAL_COLUMNS) if store is not None else None

@@ -89,6 +89,7 @@ TRIALS = pa.schema(_ID + [
     ("torchvision_version", pa.string()), ("ray_version", pa.string()), ("optuna_version", pa.string()),
     ("finished_at", pa.timestamp("us", tz="UTC")),
     ("merged_from", pa.string()),  # `stbench merge`: JSON list of the source stores that held this row
+    ("code_json", pa.string()),  # the plugin code it ran (file sha256 / package version): provenance, not identity
 ])
 
 RUNS = pa.schema([
@@ -107,7 +108,7 @@ TABLES = {"epochs": EPOCHS, "trials": TRIALS, "runs": RUNS}
 OTHER_ENTRIES = ("checkpoints", "resume", "ray", "optuna", "wandb", PACKS, ".lock")
 # Columns added to a table after SCHEMA_VERSION 1 went out: files written before may lack them (the reader
 # fills them with nulls), so they are not damage. A column added later goes here, or SCHEMA_VERSION goes up.
-ADDED_COLUMNS: dict[str, set[str]] = {"epochs": set(), "trials": {"stack", "merged_from"},
+ADDED_COLUMNS: dict[str, set[str]] = {"epochs": set(), "trials": {"stack", "merged_from", "code_json"},
                                       "runs": {"planned_json", "overrides_json", "data_dir", "merged_from"}}
 VERIFY_HINT = "python -m harness.store verify"
 OPTUNA_FILE = "optuna/studies.db"  # the tuning stage's studies (``optuna_url``)

@@ -584,3 +584,30 @@ def test_a_study_protocol_trials_figures_use_the_studys_test_half(tmp_path, mnis
     synth.store.put_checkpoint("study-convnet", saved.for_seed(0, trial.record()).to_bytes())
     (confusion,) = inspect_checkpoints(load(synth.root), mnist_root).confusions
     assert confusion.matrix.sum() == len(splits.test_y) != standard
+
+
+def test_a_wrapper_is_compared_with_what_it_wraps_paired_by_seed():
+    """st(X) against X (and convnet), seed by seed; the p-value is scipy's paired t-test's; a space's
+    ``baselines:`` replaces the default pairs."""
+    from scipy import stats as sps
+
+    acc = {"convnet": [0.90, 0.91, 0.92, 0.90], "tiny": [0.80, 0.82, 0.79, 0.81], "st(tiny)": [0.83, 0.84, 0.80, 0.86]}
+    trials = pd.DataFrame([{"dataset": "blobs", "architecture": a, "seed": s, "status": "complete", "test_acc": v}
+                           for a, vs in acc.items() for s, v in enumerate(vs)])
+    table = metrics.paired_table(trials)
+    pairs = set(zip(table.architecture, table.baseline))
+    assert pairs == {("tiny", "convnet"), ("st(tiny)", "convnet"), ("st(tiny)", "tiny")}
+    row = table[(table.architecture == "st(tiny)") & (table.baseline == "tiny")].iloc[0]
+    assert row.p == pytest.approx(sps.ttest_rel(acc["st(tiny)"], acc["tiny"]).pvalue, rel=1e-9)
+    assert row.family == 3  # Holm's family counts the wrapper comparisons too
+    named = metrics.paired_table(trials, named={"st(tiny)": "tiny"})
+    assert set(zip(named.architecture, named.baseline)) == {("tiny", "convnet"), ("st(tiny)", "tiny")}
+
+
+def test_cells_whose_trials_ran_different_plugin_code_are_flagged():
+    from analysis.compute import mixed_code_notes
+
+    trials = pd.DataFrame({"dataset": "blobs", "architecture": ["tiny", "tiny", "st(tiny)", "st(tiny)"],
+                           "status": "complete", "code_json": ['{"a": 1}', '{"a": 2}', '{"a": 1}', '{"a": 1}']})
+    (note,) = mixed_code_notes(trials)
+    assert note.startswith("tiny on blobs: its 2 complete trials ran 2 different versions") and "--retry-stale" in note

@@ -347,3 +347,11 @@ def test_wrappers_are_compared_with_what_they_wrap(tmp_path):
     assert comparisons(space.architectures, named=space.baselines) == [("st(tiny)", "tiny")]
     with pytest.raises(UserError, match=r"baselines.st\(tiny\): convnet is not among the space's architectures"):
         load_space(write_space(tmp_path, architectures=["tiny", "st(tiny)"], baselines={"st(tiny)": "convnet"}))
+
+
+def test_plan_refuses_a_model_that_cannot_take_the_input_as_a_run_does(tmp_path, capsys):
+    space = write_space(tmp_path, architectures=["tv:vgg11"], datasets={"mnist": {}})
+    rc = stbench(["plan", "--space", str(space), "--results-dir", str(tmp_path / "results"),
+                  "--data-dir", str(tmp_path / "data")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "tv:vgg11 cannot take datasets.mnist's input 1x28x28" in err
