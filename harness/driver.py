@@ -126,7 +126,7 @@ def run(space: SearchSpace, space_yaml: str, *, results_dir: Path, data_dir: Pat
             session = _Session(space, space_yaml, store, data_dir, address, verbose, stack,
                                tune_storage(store, storage_path), list(overrides))
             session.retry_stale = retry_stale
-            tuned = session.tune(select_by) if space.tune is not None else {}
+            tuned = session.tuning_stage(select_by) if space.tune is not None else {}
             trials = select(space.trials(tuned), **select_by)
             if decided:  # seeds in rounds: run_decided_rounds below, decisions from harness/decide.py
                 settings = decide.settings_for(space, max(space.stack_sizes(stack_device(space)).values()),
@@ -199,7 +199,7 @@ class _Session:
         wandb_callback = make_callback(settings, self.store.wandb_dir, group=self.run_id, job_type=job_type)
         return callbacks + ([wandb_callback] if wandb_callback is not None else [])
 
-    def tune(self, select_by: dict) -> dict:
+    def tuning_stage(self, select_by: dict) -> dict:
         """Run (or resume) every cell's Optuna study to its trial budget; return the best values per cell.
         A rerun whose studies are all finished never starts Ray."""
         from . import tuning
