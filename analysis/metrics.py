@@ -16,9 +16,11 @@ import numpy as np
 import pandas as pd
 
 from harness.baselines import comparisons
+from harness.models import MODELS
 
 from . import stats
-from .load import KEY, default_targets
+from .format import conf_label, num
+from .load import KEY, STATUS_ORDER, default_targets
 
 BASELINE = "convnet"
 ALPHA = 0.05
@@ -32,8 +34,6 @@ DEFAULT_TARGETS = default_targets()
 
 def architecture_order(names, baseline: str = BASELINE) -> list[str]:
     """The baseline first, then the registry's order, then anything unknown alphabetically."""
-    from harness.models import MODELS
-
     names = set(names)
     known = [n for n in MODELS if n in names and n != baseline]
     return ([baseline] if baseline in names else []) + known + sorted(names - set(known) - {baseline})
@@ -51,8 +51,6 @@ def order_rows(frame: pd.DataFrame, baseline: str = BASELINE, extra: tuple = ())
 # -- status ---------------------------------------------------------------------------------------
 def status_table(trials: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
     """Trials per dataset × architecture and status (complete, diverged, error, running, pending)."""
-    from .load import STATUS_ORDER
-
     if trials.empty:
         return pd.DataFrame(columns=["dataset", "architecture", *STATUS_ORDER, "total"])
     counts = pd.crosstab([trials["dataset"], trials["architecture"]], trials["status"])
@@ -361,8 +359,6 @@ def describe_paired(table: pd.DataFrame, alpha: float = ALPHA, scale: float = 10
     """The paired comparisons in words: the difference with its interval, the chance a seed of one beats a
     seed of the other, which differences survive Holm's correction, the power line, and why some could
     not be tested."""
-    from .format import conf_label, num
-
     if table.empty:
         return ["No paired comparison is possible yet: it needs complete trials of the baseline and of another "
                 "architecture with the same seeds."]

@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.wandb:
         from harness.tracking import WandbSettings  # lazy: W&B's import costs seconds, and few reports log to it
 
-        from .wandb_report import publish
+        from .wandb_report import publish  # lazy with W&B above
 
         where = publish(a.tables, Path(args.out) / "figures", paths["markdown"], Path(args.out),
                         WandbSettings(mode=args.wandb, project=args.wandb_project, entity=args.wandb_entity),

@@ -37,6 +37,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from harness.errors import UserError
+from harness.space import parse_space
+
 from . import format as fmt
 from .metrics import ALPHA, BASELINE
 
@@ -158,9 +161,6 @@ def study_trial_ids(results) -> set[str]:
     search spaces kept in the store."""
     ids = {row.trial_id for row in results.trials.itertuples()
            if row.training is not None and row.training.protocol == "study"}
-    from harness.errors import UserError
-    from harness.space import parse_space
-
     for name, text in results.spaces.items():
         try:
             trials = parse_space(text, source=name).trials()
@@ -284,7 +284,7 @@ def display_table(table: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame
 def curves_figure(epochs: pd.DataFrame, ref: pd.DataFrame) -> bytes:
     """Per dataset, our mean per-epoch accuracy with a ±1 SD band (solid) over the study's (dashed, lighter band)."""
     import matplotlib.pyplot as plt  # the backend is the session's (figures.py leaves it alone too)
-    import matplotlib.ticker
+    import matplotlib.ticker  # lazy with pyplot: only the figure needs matplotlib
 
     datasets = sorted(d for d in epochs["dataset"].unique() if d in set(ref["dataset"]))
     fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(6.2 * max(len(datasets), 1), 4.2), squeeze=False)

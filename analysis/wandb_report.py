@@ -19,7 +19,7 @@ def publish(tables: dict, figures_dir: Path, summary_md: Path, out: Path, settin
     if mode == "disabled":
         return None
     try:
-        import wandb
+        import wandb  # lazy, as W&B is only needed with --wandb: seconds to import
 
         run = wandb.init(project=settings.project, entity=settings.entity, job_type="report", name=name,
                          dir=str(out), mode=mode, reinit="finish_previous",
@@ -44,7 +44,7 @@ def publish(tables: dict, figures_dir: Path, summary_md: Path, out: Path, settin
 def _build_report(settings: WandbSettings, markdown: str) -> str | None:
     """A W&B Report: the summary, then live panels over the project's benchmark runs."""
     try:
-        import wandb_workspaces.reports.v2 as wr
+        import wandb_workspaces.reports.v2 as wr  # lazy and optional (pip install wandb-workspaces)
     except ImportError:
         warn("the W&B Report needs `pip install wandb-workspaces`; the report run was logged without it")
         return None

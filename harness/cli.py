@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from .data import DATA_DIR_ENV, resolve_data_dir
 from .errors import UserError
@@ -135,6 +137,7 @@ def stbench(argv: list[str] | None = None) -> int:
     if command == "plan":
         return _guarded(_plan, plan_parser().parse_args(rest))
     if command == "report":
+        # lazy: each subcommand loads only its own room (plan and --help start without Ray)
         from analysis.report import main as report
 
         return report(rest)
@@ -156,6 +159,7 @@ def stbench(argv: list[str] | None = None) -> int:
 
 def load_with_overrides(args):
     """The space with ``--set`` overrides and ``--cpu`` / ``--gpu`` applied, validated."""
+    # lazy: each subcommand loads only its own room (plan and --help start without Ray)
     from .space import Resources, load_space
 
     if args.max_concurrent is not None and args.max_concurrent < 1:
@@ -184,7 +188,7 @@ def wandb_settings(space, args):
             chosen[key] = os.environ[env]
     if not chosen:
         return space
-    from .space import Wandb
+    from .space import Wandb  # lazy: each subcommand loads only its own room (plan and --help start without Ray)
 
     try:
         return space.model_copy(update={"wandb": Wandb(**{**space.wandb.model_dump(), **chosen})})
@@ -197,8 +201,6 @@ def selection(args) -> dict:
 
 
 def _run(args) -> int:
-    from pathlib import Path
-
     from . import driver
 
     space, text = load_with_overrides(args)
@@ -218,8 +220,6 @@ def _run(args) -> int:
 
 
 def _plan(args) -> int:
-    from pathlib import Path
-
     from .plan import make_plan
 
     space, _ = load_with_overrides(args)
@@ -240,8 +240,6 @@ def _plan(args) -> int:
         stored = ResultsStore.check(root, must_exist=True).trials() if (root / "store.json").is_file() else None
         lines = decide.plan_for(space, stored, args.architectures)
     if args.json:
-        import json
-
         print(json.dumps({**json.loads(plan.to_json()), "decide": lines}, indent=2) if decided else plan.to_json())
     else:
         print("\n".join([plan.to_text(), *lines]))

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import UserError
+
 ALPHA = 0.05
 MARGIN = 0.005  # ±0.5 percentage points of accuracy: "no difference that matters"
 PRIOR = 0.5  # g: the prior variance of the standardised effect in the mixture. 1.0 reaches decisions ~1 seed
@@ -338,7 +340,7 @@ def plan_lines(settings: Settings, cells: int, sd: float | None = None, sd_sourc
 # of Ray: the session starts Ray itself when a round has work.
 def config(space):
     """The space's ``decide:`` section, or its defaults (what ``--until-decided`` runs without one)."""
-    from .space import Decide
+    from .space import Decide  # lazy, as every schema import here: the statistics above need no pydantic
 
     return space.decide or Decide()
 
@@ -365,8 +367,6 @@ def budget_space(space, budget: int):
 def check_selection(space, select_by: dict) -> None:
     """What ``--until-decided`` refuses before anything runs: explicit seeds (the rounds choose them), and a
     selection that leaves out a baseline or every other architecture."""
-    from .errors import UserError
-
     cfg = config(space)
     if select_by.get("seeds") is not None:
         raise UserError("--seeds: not with seeds until decided (decide: / --until-decided choose the seeds round "
@@ -419,8 +419,7 @@ _RUN_FLAGS.add_argument("--gpu", type=float, default=None)
 def _decided_run(row):
     """(space with the run's overrides and --gpu / --cpu, chosen architectures), or None if the run did not
     decide seeds."""
-    from .errors import UserError
-    from .space import Resources, parse_space
+    from .space import Resources, parse_space  # lazy: see config()
 
     try:
         overrides = json.loads(row.overrides_json) if isinstance(row.overrides_json, str) else []

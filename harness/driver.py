@@ -71,7 +71,7 @@ def cluster_address(address: str | None) -> str | None:
 def check_local_gpus(space: SearchSpace, address: str | None) -> None:
     """A local run whose trials ask for GPUs on a machine without one would wait forever: refuse it."""
     if space.resources.gpu > 0 and not cluster_address(address):
-        import torch
+        import torch  # lazy: the checks before Ray (and stbench plan, which imports this module) load no Ray
 
         if not torch.cuda.is_available():
             raise UserError(f"resources.gpu: {space.resources.gpu:g} GPU per trial, but this machine has no GPU; "
@@ -165,6 +165,7 @@ class _Session:
     def _start(self) -> None:
         """First real work of this invocation: record the run, connect to Ray."""
         if self.run_row is None:
+            # lazy: the checks before Ray (and stbench plan, which imports this module) load no Ray
             from .data.distorted import cache_dir
 
             # the generated datasets' cache: the report reads the same files back when it examines weights
@@ -187,6 +188,7 @@ class _Session:
             self.stack.enter_context(ray_connection(self.address, self.verbose))
 
     def callbacks(self, label: str, trials: int, epochs: int, job_type: str = "benchmark") -> list:
+        # lazy: the checks before Ray (and stbench plan, which imports this module) load no Ray
         from .callbacks import StoreCallback
         from .progress import ProgressCallback
         from .tracking import WandbSettings, make_callback
@@ -202,7 +204,7 @@ class _Session:
     def tuning_stage(self, select_by: dict) -> dict:
         """Run (or resume) every cell's Optuna study to its trial budget; return the best values per cell.
         A rerun whose studies are all finished never starts Ray."""
-        from . import tuning
+        from . import tuning  # lazy: the checks before Ray (and stbench plan, which imports this module) load no Ray
         from .trainables import tuning_trainable
 
         out = {}
@@ -259,6 +261,7 @@ class _Session:
             resume = {k: v for k, v in self.store.resume_points().items() if k in {u.trial_id for u in units}}
             if resume:
                 print(f"stbench: {len(resume)} unfinished trial(s) resume from their last checkpoint")
+            # lazy: the checks before Ray (and stbench plan, which imports this module) load no Ray
             from .trainables import trainable
 
             epochs = sum(u.training.epochs for u in units)
@@ -278,7 +281,7 @@ class _Session:
 
 
 def tune_grid(values: list):
-    from ray import tune
+    from ray import tune  # lazy: the checks before Ray (and stbench plan, which imports this module) load no Ray
 
     return tune.grid_search(values)
 
@@ -290,7 +293,7 @@ def build_tuner(trainable, space: SearchSpace, *, param_space: dict, name: str, 
     the same for both stages; the tuning stage adds its searcher, scheduler and number of samples.
 
     Ray's own table is shown only with ``--verbose`` (verbose ≥ 2); the progress line replaces it."""
-    from ray import tune
+    from ray import tune  # lazy: the checks before Ray (and stbench plan, which imports this module) load no Ray
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     parameters, metrics = columns
@@ -323,7 +326,7 @@ def ray_connection(address: str | None, verbose: int = 1):
     logs (``/tmp/ray/session_latest/logs``); trial errors reach the store and the summary either way.
     An already initialised Ray (a notebook, the tests) is used as it is and left running.
     """
-    import ray
+    import ray  # lazy: the checks before Ray (and stbench plan, which imports this module) load no Ray
 
     target = cluster_address(address)
     _check_reachable(target)  # also when a Ray is already up: a wrong address is still the user's mistake

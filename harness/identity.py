@@ -11,14 +11,14 @@ import json
 from typing import Any
 
 from . import plugins
+from .data import BUILTINS as DATASET_BUILTINS
+from .models import ARCHITECTURES, BUILTINS
 
 _cache: dict[tuple, tuple[Any, dict]] = {}
 
 
 def model_key(architecture: str, options: dict) -> tuple[Any, dict]:
     """(architecture, model_options) as the identity hashes them."""
-    from .models import ARCHITECTURES, BUILTINS
-
     if architecture in BUILTINS:
         return architecture, options
     key = (plugins.generation(), architecture, json.dumps(options, sort_keys=True, default=str))
@@ -29,9 +29,7 @@ def model_key(architecture: str, options: dict) -> tuple[Any, dict]:
 
 def dataset_key(dataset: str) -> Any:
     """The dataset as the identity hashes it."""
-    from .data import BUILTINS
-
-    if dataset in BUILTINS:
+    if dataset in DATASET_BUILTINS:
         return dataset
     entry = plugins.active().get("datasets", {}).get(dataset)
     return entry["canonical"] if entry else dataset

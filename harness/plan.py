@@ -149,7 +149,7 @@ def _slots(space: SearchSpace, max_concurrent: int | None) -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     slots = max(1, math.floor(cpus / space.resources.cpu + 1e-9))
     if space.resources.gpu > 0:
-        import torch
+        import torch  # lazy: plan reads the store before it needs torch or Optuna, and often never does
 
         gpus = torch.cuda.device_count()
         slots = min(slots, max(1, math.floor(gpus / space.resources.gpu + 1e-9)))
@@ -159,7 +159,7 @@ def _slots(space: SearchSpace, max_concurrent: int | None) -> int:
 def _hardware(device: str) -> str:
     """This machine's label for ``device``, the same as its trials' rows will get."""
     if device == "cuda":
-        import torch
+        import torch  # lazy: plan reads the store before it needs torch or Optuna, and often never does
 
         if torch.cuda.is_available():
             return hardware_label("cuda", None, torch.cuda.get_device_name(0))
@@ -173,7 +173,7 @@ def _tuned_values(space: SearchSpace, results_dir: Path) -> dict | None:
     store = ResultsStore(results_dir)
     if not store.optuna_path.is_file():
         return None
-    import optuna
+    import optuna  # lazy: plan reads the store before it needs torch or Optuna, and often never does
 
     from . import tuning
 
@@ -279,7 +279,7 @@ def _batch_and_evaluated(config_json) -> tuple | None:
 
 def _calibrate(trial: Trial, cpus: float, data_dir) -> tuple[float, float]:
     """Seconds per training image and per evaluated image: a few timed steps on random inputs."""
-    import torch
+    import torch  # lazy: plan reads the store before it needs torch or Optuna, and often never does
 
     from .train import Trainer
 
@@ -318,7 +318,7 @@ def _calibrate(trial: Trial, cpus: float, data_dir) -> tuple[float, float]:
 
 def _shape_only_splits(trial: Trial, data_dir):
     """Splits of one zero image of the dataset's declared shape: what the trainer needs to build the model."""
-    import torch
+    import torch  # lazy: plan reads the store before it needs torch or Optuna, and often never does
 
     dataset = DATASETS[trial.dataset]
     x = torch.zeros(1, *dataset.in_shape)

@@ -15,17 +15,29 @@ provenance, not identity.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import importlib
 import inspect
+import json
 import sys
 import types
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from .data import BUILTINS as BUILTIN_DATASETS
+from .data import DATASETS
+from .data import PLUGINS as DATASET_PLUGINS
 from .errors import UserError
+from .models import BUILTINS as BUILTIN_ARCHITECTURES
+from .models import PLUGINS as ARCHITECTURE_PLUGINS
+from .models import build_model
+from .models.spec import WRAPPER, Architecture
 
 GROUPS = {"architectures": "stbench.architectures", "datasets": "stbench.datasets"}
 DATASET_ATTRIBUTES = ("name", "task", "in_shape", "num_classes", "convergence_target", "protocols", "prepare",
@@ -183,8 +195,6 @@ def make_dataset(obj: Any, where: str, options: Mapping[str, Any], name: str):
 
 # -- registering ---------------------------------------------------------------------------------------
 def _architecture(builder, target: str, options: Mapping[str, Any]):
-    from .models.spec import Architecture
-
     if options:  # the plugin entry's options: defaults under the space's model_options
         builder = functools.partial(builder, **options)  # its signature shows them as the new defaults
     return Architecture(builder, localization=bool(getattr(builder, "localization", False)), target=target)
@@ -192,8 +202,6 @@ def _architecture(builder, target: str, options: Mapping[str, Any]):
 
 def wanted_names(architectures: list[str]) -> list[str]:
     """The base names inside wrapper expressions: ``st(coordconv(tiny))`` → ``tiny``."""
-    from .models.spec import WRAPPER
-
     out = []
     for name in architectures:
         name = str(name).strip()
@@ -205,9 +213,6 @@ def wanted_names(architectures: list[str]) -> list[str]:
 
 def resolve(plugins, architectures: list[str], datasets: list[str], base_dir: Path | None) -> dict:
     """The carried form of everything the space uses: plugin entries, and the entry points it names."""
-    from .data import BUILTINS as BUILTIN_DATASETS
-    from .models import BUILTINS as BUILTIN_ARCHITECTURES
-
     carried: dict = {"architectures": {}, "datasets": {}}
     entries = {"architectures": dict(plugins.architectures), "datasets": dict(plugins.datasets)}
     builtin = {"architectures": BUILTIN_ARCHITECTURES, "datasets": BUILTIN_DATASETS}
@@ -237,9 +242,6 @@ def resolve(plugins, architectures: list[str], datasets: list[str], base_dir: Pa
 
 def activate(carried: Mapping) -> None:
     """Register a carried plugin set (replacing the previous one) in the model and dataset registries."""
-    from .data import PLUGINS as DATASET_PLUGINS
-    from .models import PLUGINS as ARCHITECTURE_PLUGINS
-
     architectures, datasets = {}, {}
     for name, entry in carried.get("architectures", {}).items():
         obj, _ = load(entry["target"], f"plugins.architectures.{name}.target",
@@ -285,8 +287,6 @@ def stale_ids(store, trials) -> set[str]:
     using = {k: v for k, v in using.items() if v}
     if not using:
         return set()
-    import json
-
     rows, runs = store.trials(), store.runs()
     recorded = {r.run_id: json.loads(r.provenance_json or "{}").get("plugins", {}) for r in runs.itertuples()}
     stale = set()
@@ -318,9 +318,6 @@ def carry(trainable: Callable) -> Callable:
 def pairs_to_check(trials) -> list[tuple[str, str, dict]]:
     """(architecture, dataset, model options) of the trials, each once, leaving out built-in models on
     built-in datasets (those are known to fit)."""
-    from .data import BUILTINS as BUILTIN_DATASETS
-    from .models import BUILTINS as BUILTIN_ARCHITECTURES
-
     seen: dict[tuple, tuple[str, str, dict]] = {}
     for t in trials:
         if t.architecture in BUILTIN_ARCHITECTURES and t.dataset in BUILTIN_DATASETS:
@@ -336,8 +333,6 @@ def check_inputs(pairs: list[tuple[str, str, dict]], stack: Mapping[str, int] | 
     by dataset), one through the vmapped stack the trainer would build. Pretrained weights are not loaded
     for it (the shapes are the same). A model whose forward needs real values (``.item()``) is tried on the
     CPU with a batch of zeros instead."""
-    from .data import DATASETS
-
     for architecture, dataset, options in pairs:
         d = DATASETS[dataset]
         shape, classes = tuple(int(s) for s in d.in_shape), int(d.num_classes)
@@ -374,23 +369,12 @@ def _try(forward: Callable, classes: int) -> None:
 
 
 def _forward(architecture: str, shape: tuple, classes: int, options: dict, device: str):
-    import torch
-
-    from .models import build_model
-
     with torch.device(device):
         return build_model(architecture, shape, classes, **options).eval()(torch.zeros((2, *shape)))
 
 
 def _stacked_forward(architecture: str, shape: tuple, classes: int, options: dict, device: str):
     """Two seeds through ``vmap(functional_call)`` in training mode, as ``harness.stacked`` runs them."""
-    import copy
-
-    import torch
-    from torch.func import functional_call, stack_module_state, vmap
-
-    from .models import build_model
-
     with torch.device(device):
         models = [build_model(architecture, shape, classes, **options) for _ in range(2)]
         params, buffers = stack_module_state(models)

@@ -33,15 +33,18 @@ second driver out while one is writing.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -591,14 +594,10 @@ class StoreLock:
     """An exclusive, non-blocking writer lock (``filelock``: portable; released by the OS if the process dies)."""
 
     def __init__(self, path: Path):
-        from filelock import FileLock
-
         self.path = path
         self._lock = FileLock(str(path), timeout=0)
 
     def __enter__(self) -> "StoreLock":
-        from filelock import Timeout
-
         try:
             self._lock.acquire()
         except Timeout:
@@ -621,8 +620,6 @@ def _fault_point() -> None:
     if target:
         _writes += 1
         if _writes == int(target):
-            import signal
-
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -818,8 +815,6 @@ def verify(root: str | os.PathLike) -> tuple[list[str], dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m harness.store", description="Inspect a results store.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("verify", help="check schema, uniqueness, gaps and partial files; exit 1 on any problem").add_argument("dir")

@@ -250,7 +250,7 @@ class RunWriter:
         for key in list(self.runs):
             self.finish(key, 1)  # trials the driver never saw end
         try:
-            import wandb
+            import wandb  # lazy, as every W&B import here: seconds to import, needed only in the logging actor
 
             wandb.teardown()  # wait for W&B's service to write everything (offline: the .wandb files)
         except BaseException as e:  # noqa: BLE001

@@ -20,6 +20,7 @@ from enum import Enum
 from typing import Any, Iterable
 
 from .contract import FINISHED, Status, TrainingSettings
+from .identity import dataset_key, model_key
 
 __all__ = ["FINISHED", "Stage", "Status", "Trial", "TrainingSettings", "group_seeds", "identity_training"]
 
@@ -74,8 +75,6 @@ class Trial:
     # -- identity ------------------------------------------------------------------------------
     def seed_id(self, seed: int) -> str:
         """The stable identity of one seed's result: a hash of what determines it."""
-        from .identity import dataset_key, model_key  # lazy: the registries import torch
-
         architecture, options = model_key(self.architecture, self.model_options)  # built-ins: name and options
         return _digest({"architecture": architecture, "dataset": dataset_key(self.dataset), "seed": int(seed),
                         "model_options": options, "training": identity_training(self.training)})

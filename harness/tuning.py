@@ -65,7 +65,7 @@ def default_point(space: SearchSpace, dataset: str) -> dict:
 
 def open_study(space: SearchSpace, architecture: str, dataset: str, storage_url: str):
     """The cell's study, created if new; trials a killed run left RUNNING are marked FAIL (never resumed)."""
-    import optuna
+    import optuna  # lazy: plan imports this module and must not load Ray or Optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(storage_url)
@@ -77,7 +77,7 @@ def open_study(space: SearchSpace, architecture: str, dataset: str, storage_url:
 
 
 def finished(study) -> list:
-    import optuna
+    import optuna  # lazy: plan imports this module and must not load Ray or Optuna
 
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return [t for t in study.get_trials(deepcopy=False) if t.state in done]
@@ -99,7 +99,7 @@ def tuning_trial(space: SearchSpace, architecture: str, dataset: str, study: str
 def search(space: SearchSpace, study, storage, trial: Trial, default: dict):
     """What a tuning Tuner adds to a benchmark one: the sampled domains, Optuna's searcher (the untuned
     default first, in a new study) and, if asked for, ASHA."""
-    from ray import tune
+    from ray import tune  # lazy: plan imports this module and must not load Ray or Optuna
     from ray.tune.search.optuna import OptunaSearch
 
     tuning = space.tune

@@ -56,7 +56,7 @@ class IDXImageDataset:
     @property
     def torchvision_class(self) -> type:
         """Imported when data is read: the driver and ``stbench plan`` need only the declarations."""
-        import torchvision
+        import torchvision  # lazy: a second of CPU per process, for the download path only
 
         return getattr(torchvision.datasets, self.folder)
 
