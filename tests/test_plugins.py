@@ -8,9 +8,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import cloudpickle
 import pytest
 import yaml
+from ray import cloudpickle  # what Ray pickles trainables with (a standalone cloudpickle may be absent)
 
 from harness.cli import stbench
 from harness.errors import UserError
@@ -166,7 +166,8 @@ def test_plugins_reach_a_worker_without_the_files(tmp_path):
     for f in ("models.py", "data.py", "space.yaml"):
         (tmp_path / f).unlink()
     worker = textwrap.dedent("""
-        import sys, cloudpickle
+        import sys
+        from ray import cloudpickle
         from harness.data import DATASETS
         from harness.models import build_model
         fn = cloudpickle.loads(sys.stdin.buffer.read())
