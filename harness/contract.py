@@ -27,8 +27,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Literal, Optional, Protocol
 
-import torch
-
 
 class Status(str, Enum):
     """A trial's state in the store; ``FINISHED`` ones are skipped on rerun, ``ERROR`` on request."""
@@ -246,6 +244,8 @@ class Checkpoint:
     _LEGACY_SEED = {"state_dict", "best_epoch", "model_spec", "trial"}
 
     def save(self, target: str | Path | BinaryIO) -> None:
+        import torch  # lazy, as in load: the store and the schema read this module without paying for torch
+
         torch.save({"version": self.VERSION, **dataclasses.asdict(self)}, target)
 
     def to_bytes(self) -> bytes:
@@ -256,6 +256,8 @@ class Checkpoint:
     @classmethod
     def load(cls, source: str | Path | BinaryIO | bytes, map_location: Any = "cpu") -> "Checkpoint":
         """Strict: a payload with keys this version does not know is an error, not silently dropped."""
+        import torch  # lazy: see save
+
         if isinstance(source, (bytes, bytearray)):
             source = io.BytesIO(source)
         raw = torch.load(source, map_location=map_location, weights_only=True)
