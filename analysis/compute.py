@@ -99,7 +99,7 @@ def analyse(results: Results, targets: dict[str, float] | None = None, baseline:
                        f"table, and their seconds to target are grouped as '{metrics.UNKNOWN_HARDWARE}'")
     for dataset in results.datasets:
         done = trials[(trials["dataset"] == dataset) & (trials["status"] == "complete")]
-        if len(done) and baseline not in set(done["architecture"]):
+        if len(done) and baseline not in set(done["architecture"].unique()):
             a.notes.append(f"{dataset}: no complete {baseline} trial, so no paired comparison or overhead ratio there")
     if checkpoints:
         root, source = choose_data_dir(results, data_dir)

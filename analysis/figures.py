@@ -79,10 +79,11 @@ def learning_curves(epochs: pd.DataFrame, metrics=("val_acc", "val_loss", "train
     fig, axes = _grid(len(datasets), len(metrics))
     for i, dataset in enumerate(datasets):
         data = epochs[epochs["dataset"] == dataset]
+        present = set(data["architecture"].unique())
         for j, metric in enumerate(metrics):
             ax = axes[i, j]
             bounds = metric_range(metric)
-            for arch in (a for a in colours if a in set(data["architecture"])):
+            for arch in (a for a in colours if a in present):
                 wide = data[data["architecture"] == arch].pivot_table(index="epoch", columns="trial_id", values=metric)
                 if wide.empty:
                     continue
@@ -128,7 +129,7 @@ def time_to_target(curves: pd.DataFrame, convergence: pd.DataFrame, baseline: st
             data = curves[sel]
             counts = convergence[(convergence["dataset"] == dataset) & (convergence["clock"] == clock)
                                  & (convergence["hardware"] == hardware)].set_index("architecture")
-            shown = [a for a in colours if a in set(data["architecture"])]
+            shown = [a for a in colours if a in set(data["architecture"].unique())]
             for k, arch in enumerate(shown):
                 c = data[data["architecture"] == arch]
                 ax.step(c["time"], c["fraction"], where="post", color=colours[arch], lw=2)
@@ -175,7 +176,7 @@ def overhead_bars(overhead: pd.DataFrame, baseline: str = BASELINE, confidence: 
     fig, axes = _grid(len(cells), len(columns))
     for i, (dataset, hardware) in enumerate(cells):
         data = overhead[(overhead["dataset"] == dataset) & (overhead["hardware"] == hardware)]
-        data = data.set_index("architecture").reindex([a for a in colours if a in set(data["architecture"])])
+        data = data.set_index("architecture").reindex([a for a in colours if a in set(data["architecture"].unique())])
         for j, (name, what) in enumerate(columns.items()):
             ax = axes[i, j]
             x = _bars(ax, data.index, data[f"{name}_ratio"], data[f"{name}_ratio_low"], data[f"{name}_ratio_high"],
@@ -202,7 +203,7 @@ def gap_bars(gaps: pd.DataFrame, baseline: str = BASELINE, confidence: float = s
     fig, axes = _grid(len(datasets), len(measures))
     for i, dataset in enumerate(datasets):
         data = gaps[gaps["dataset"] == dataset]
-        archs = [a for a in colours if a in set(data["architecture"])]
+        archs = [a for a in colours if a in set(data["architecture"].unique())]
         for j, (measure, (label, scale)) in enumerate(measures.items()):
             ax = axes[i, j]
             for k, (at, hatch) in enumerate((("best", None), ("last", "//"))):

@@ -16,11 +16,13 @@ Three things happen here so that every table downstream can stay a pure function
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -80,7 +82,7 @@ def load(root: str | os.PathLike, space: str | None = None) -> Results:
                             f"allowed: {', '.join(known) or 'none (the store is empty)'}")
         wanted = set(expected.loc[expected["space"] == space, "trial_id"])
         keep_trials = trials["trial_id"].isin(wanted) | (trials["space"] == space)
-        trial_ids = set(trials.loc[keep_trials, "trial_id"]) | (wanted & set(epochs["trial_id"]))
+        trial_ids = set(trials.loc[keep_trials, "trial_id"]) | (wanted & set(epochs["trial_id"].to_numpy(dtype=object)))
         trials = trials[trials["trial_id"].isin(trial_ids)]
         epochs = epochs[epochs["trial_id"].isin(trial_ids)]
         expected = expected[expected["space"] == space]
@@ -90,8 +92,8 @@ def load(root: str | os.PathLike, space: str | None = None) -> Results:
         notes.append(f"the store holds runs of {len(spaces)} search spaces ({', '.join(sorted(spaces))}); their trials "
                      "are pooled by architecture × dataset × seed; pass --space NAME to analyse one")
 
-    unknown = expected[(expected["unknown_cell"] == True)  # noqa: E712
-                       & ~expected["trial_id"].isin(set(trials["trial_id"]) | set(epochs["trial_id"]))]
+    traced = set(trials["trial_id"].to_numpy(dtype=object)) | set(epochs["trial_id"].to_numpy(dtype=object))
+    unknown = expected[(expected["unknown_cell"] == True) & ~expected["trial_id"].isin(traced)]  # noqa: E712
     if len(unknown):
         notes.append(f"{len(unknown)} planned trial(s) have not started and cannot be placed in a cell (the stored "
                      "search space no longer expands to their ids with today's schema); they are not in the tables")
@@ -191,13 +193,13 @@ def _expected_trials(spaces: dict[str, str], notes: list[str], runs: pd.DataFram
 def _one_row_per_trial(trials: pd.DataFrame, epochs: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
     """Finished trials, then running ones (epochs but no trial row), then pending ones (expected, no trace)."""
     finished = trials.copy()
-    seen = set(finished["trial_id"])
+    seen = set(finished["trial_id"].to_numpy(dtype=object))
     running = (epochs[~epochs["trial_id"].isin(seen)]
                .sort_values("epoch").groupby("trial_id", as_index=False)
                .agg(**{k: (k, "first") for k in ["run_id", *KEY]}, epochs_completed=("epoch", "max")))
     running["status"] = "running"
     present = pd.concat([finished[KEY], running[KEY]]).drop_duplicates()
-    seen |= set(running["trial_id"])
+    seen |= set(running["trial_id"].to_numpy(dtype=object))
     known = expected[expected["unknown_cell"] != True]  # noqa: E712 (NaN-safe)
     by_id = known[known["by_id"] == True]  # noqa: E712
     by_id = by_id[~by_id["trial_id"].isin(seen)].drop_duplicates("trial_id")
@@ -209,22 +211,35 @@ def _one_row_per_trial(trials: pd.DataFrame, epochs: pd.DataFrame, expected: pd.
     table = pd.concat(frames, ignore_index=True) if frames else finished.assign(status=pd.Series(dtype=str))
     table = table.reindex(columns=list(dict.fromkeys([*finished.columns, "status"])))
     table["seed"] = table["seed"].astype("Int64")
-    table["hardware"] = table.apply(_hardware, axis=1) if len(table) else pd.Series(dtype=object)
+    table["hardware"] = [hardware_label(*row) for row in zip(*(_column(table, c) for c in HARDWARE_FIELDS))]
     table["training"] = table["config_json"].map(_training)
     return table.sort_values(["dataset", "architecture", "seed"], ignore_index=True)
 
 
-def _hardware(row) -> str | None:
-    """Where a trial's timings were taken (``harness.provenance.hardware_label``)."""
-    return hardware_label(row.get("device"), row.get("cpu_model"), row.get("gpu_model"))
+HARDWARE_FIELDS = ("device", "cpu_model", "gpu_model")  # where a trial's timings were taken: hardware_label's
+
+
+def _column(table: pd.DataFrame, name: str) -> np.ndarray:
+    """A column's values as Python objects (NaN where missing; all NaN if the column is absent)."""
+    return table[name].to_numpy(dtype=object) if name in table else np.full(len(table), np.nan, dtype=object)
 
 
 def _training(config_json) -> TrainingSettings | None:
-    """The trial's typed training settings (None for a pending trial, or a record this code cannot read)."""
+    """The trial's typed training settings (None for a pending trial, or a record this code cannot read).
+    Seeds of one cell share their settings, so each distinct set is validated once (settings are frozen)."""
     try:
-        return TrainingSettings.from_dict(json.loads(config_json)["training"])
+        training = json.loads(config_json)["training"]
+        try:
+            return _settings(tuple(sorted(training.items())))
+        except TypeError:  # an unhashable value: validate it without the cache
+            return TrainingSettings.from_dict(training)
     except (TypeError, ValueError, KeyError, AttributeError):
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _settings(items: tuple) -> TrainingSettings:
+    return TrainingSettings.from_dict(dict(items))
 
 
 # -- what the analysis is asked about: convergence targets, and where the data and its cache are --------

@@ -130,43 +130,47 @@ def time_to_target(epochs: pd.DataFrame, targets: dict[str, float], trials: pd.D
     target = e["dataset"].map(targets).astype(float)
     hit = (e["val_acc"].astype(float) >= target).to_numpy()
     firsts = e.groupby(ids, sort=False).head(1).set_index("trial_id")
-    lasts = e.assign(clock=clock).groupby(ids, sort=False).tail(1).set_index("trial_id")
-    hits = e.assign(clock=clock)[hit].groupby("trial_id", sort=False).head(1).set_index("trial_id")
+    e = e.assign(clock=clock)
+    lasts = e.groupby(ids, sort=False).tail(1).set_index("trial_id")
+    hits = e[hit].groupby("trial_id", sort=False).head(1).set_index("trial_id")
     median_s = seconds.groupby(ids, sort=False).median()
-    rows = []
-    for trial_id, first in firsts.iterrows():
-        status = info.get(trial_id, {}).get("status") or first.get("status")
-        row = {"trial_id": trial_id, **{k: first[k] for k in KEY}, "status": status,
-               "hardware": info.get(trial_id, {}).get("hardware"), "target": targets[first["dataset"]],
-               "reached": trial_id in hits.index}
-        if row["reached"]:
-            h = hits.loc[trial_id]
-            row.update(censored_at="", epoch=int(h["epoch"]), train_seconds=float(h["clock"]))
-        else:
-            last, end = int(lasts.at[trial_id, "epoch"]), float(lasts.at[trial_id, "clock"])
-            planned = info.get(trial_id, {}).get("planned")
-            if status in FAILED and planned and planned > last:
-                per_epoch = float(median_s[trial_id]) if np.isfinite(median_s[trial_id]) else 0.0
-                row.update(censored_at="planned horizon (failed)", epoch=int(planned),
-                           train_seconds=end + per_epoch * (planned - last))
-            else:
-                row.update(censored_at="last epoch", epoch=last, train_seconds=end)
-        rows.append(row)
-    return order_rows(pd.DataFrame(rows, columns=columns))
+    # the trial's own record where it has one (status, hardware, planned epochs), else what its epochs say
+    own = info.reindex(firsts.index)
+    status = own["status"].where(own["status"].notna() & (own["status"] != ""),
+                                 firsts["status"] if "status" in firsts else None)
+    reached = firsts.index.isin(hits.index)
+    last = lasts["epoch"].reindex(firsts.index).to_numpy(dtype=float)
+    end = lasts["clock"].reindex(firsts.index).to_numpy(dtype=float)
+    planned = own["planned"].to_numpy(dtype=float)
+    horizon = ~reached & status.isin(FAILED).to_numpy() & (planned > last)  # NaN planned: never
+    per_epoch = median_s.reindex(firsts.index).to_numpy(dtype=float)
+    per_epoch = np.where(np.isfinite(per_epoch), per_epoch, 0.0)
+    out = firsts[KEY].reset_index()
+    out["status"] = status.to_numpy()
+    out["hardware"] = own["hardware"].to_numpy()
+    out["target"] = out["dataset"].map(targets).astype(float)
+    out["reached"] = reached
+    out["censored_at"] = np.where(reached, "", np.where(horizon, "planned horizon (failed)", "last epoch"))
+    out["epoch"] = np.where(reached, hits["epoch"].reindex(firsts.index).to_numpy(dtype=float),
+                            np.where(horizon, planned, last)).astype(int)
+    out["train_seconds"] = np.where(reached, hits["clock"].reindex(firsts.index).to_numpy(dtype=float),
+                                    np.where(horizon, end + per_epoch * (planned - last), end))
+    return order_rows(out[columns])
 
 
-def _trial_info(trials: pd.DataFrame | None) -> dict[str, dict]:
-    """trial_id → status, hardware and planned epochs (from the trial's training settings)."""
+def _trial_info(trials: pd.DataFrame | None) -> pd.DataFrame:
+    """By trial_id: status, hardware (None where not recorded) and planned epochs (from the trial's training
+    settings; NaN for a pending trial, which has none yet)."""
     if trials is None or trials.empty:
-        return {}
-    out = {}
-    for row in trials.itertuples():
-        training = getattr(row, "training", None)
-        planned = training.epochs if training is not None else None  # a pending trial has no settings yet
-        hardware = getattr(row, "hardware", None)
-        out[row.trial_id] = {"status": row.status, "planned": planned,
-                             "hardware": hardware if isinstance(hardware, str) else None}
-    return out
+        return pd.DataFrame({"status": [], "planned": [], "hardware": []}, index=pd.Index([], name="trial_id"))
+    training = trials["training"] if "training" in trials else pd.Series(None, index=trials.index, dtype=object)
+    hardware = trials["hardware"] if "hardware" in trials else pd.Series(None, index=trials.index, dtype=object)
+    info = pd.DataFrame({
+        "status": trials["status"].to_numpy(dtype=object),
+        "planned": [float(getattr(t, "epochs", None) or np.nan) for t in training.to_numpy(dtype=object)],
+        "hardware": [h if isinstance(h, str) else None for h in hardware.to_numpy(dtype=object)],
+    }, index=pd.Index(trials["trial_id"].to_numpy(dtype=object), name="trial_id"))
+    return info[~info.index.duplicated(keep="last")]
 
 
 UNKNOWN_HARDWARE = "not recorded (running)"

@@ -159,8 +159,9 @@ def decisions(p, p_equivalent) -> np.ndarray:
 def study_trial_ids(results) -> set[str]:
     """Trials trained with ``protocol: study``: finished ones from their config, running or pending ones from the
     search spaces kept in the store."""
-    ids = {row.trial_id for row in results.trials.itertuples()
-           if row.training is not None and row.training.protocol == "study"}
+    trials = results.trials
+    study = [getattr(t, "protocol", None) == "study" for t in trials["training"].to_numpy(dtype=object)]
+    ids = set(trials["trial_id"].to_numpy(dtype=object)[np.array(study, dtype=bool)]) if len(trials) else set()
     for name, text in results.spaces.items():
         try:
             trials = parse_space(text, source=name).trials()
@@ -286,7 +287,7 @@ def curves_figure(epochs: pd.DataFrame, ref: pd.DataFrame) -> bytes:
     import matplotlib.pyplot as plt  # the backend is the session's (figures.py leaves it alone too)
     import matplotlib.ticker  # lazy with pyplot: only the figure needs matplotlib
 
-    datasets = sorted(d for d in epochs["dataset"].unique() if d in set(ref["dataset"]))
+    datasets = sorted(d for d in epochs["dataset"].unique() if d in set(ref["dataset"].unique()))
     fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(6.2 * max(len(datasets), 1), 4.2), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, dataset in zip(axes[0], datasets):

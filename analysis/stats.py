@@ -262,7 +262,10 @@ def prob_improvement(a, b, confidence: float = CONFIDENCE, min_seeds: int = MIN_
     m, n = len(x), len(y)
     if m == 0 or n == 0:
         return Interval(NAN, NAN, NAN, 0, "no values")
-    p = float(((x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :])).mean())
+    # U / (m·n) from the midranks of the pooled sample: the pairwise count with ties as half, in O((m+n) log)
+    # time and memory (the m×n comparison matrix is 5 GB at 25,000 seeds a side).
+    ranks = stats.rankdata(np.concatenate([x, y]))
+    p = float((ranks[:m].sum() - m * (m + 1) / 2) / (m * n))
     if (skip := _no_interval(p, min(m, n), min_seeds)) is not None:
         return skip
     lo, hi = newcombe_bounds(np.array([p]), m, n, confidence)

@@ -101,6 +101,15 @@ def test_probability_of_improvement_counts_pairs_and_ties_half():
         assert (5 / 9 - theta) ** 2 == pytest.approx(z2 * stats._newcombe_variance(theta, 3, 3), rel=1e-6)
 
 
+
+def test_probability_of_improvement_is_scipys_mann_whitney_u_over_pairs():
+    # scipy's U statistic counts x > y pairs and ties as half: U / (m·n), at sizes and with ties as stores have
+    rng = np.random.default_rng(7)
+    for m, n in ((2, 3), (5, 5), (20, 17), (3000, 2500)):
+        x, y = rng.integers(0, 12, m) / 10, rng.integers(0, 12, n) / 10  # coarse values: many ties
+        u = sps.mannwhitneyu(x, y, method="asymptotic").statistic
+        assert stats.prob_improvement(x, y, min_seeds=2).estimate == pytest.approx(u / (m * n), rel=1e-12)
+
 def test_seeds_needed_matches_published_power_tables():
     # one-sample / paired t-test, α = 0.05 two-sided, power 0.8 (G*Power): d = 0.5 → 34, d = 0.8 → 15, d = 1 → 10
     assert stats.seeds_needed(1.0, 0.5) == 34

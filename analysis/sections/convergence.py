@@ -12,7 +12,7 @@ from ..compute import Analysis
 def section(a: Analysis) -> Section:
     c = fmt.conf_label(a.confidence)
     conv = a.tables["convergence"]
-    targets = ", ".join(f"{d} {v * 100:g} %" for d, v in sorted(a.targets.items()) if d in set(conv["dataset"]))
+    targets = ", ".join(f"{d} {v * 100:g} %" for d, v in sorted(a.targets.items()) if d in set(conv["dataset"].unique()))
     blocks = [Text(f"Epochs and training seconds (evaluation excluded) until validation accuracy first reaches the "
                  f"dataset's target ({targets or 'none here'}; each dataset declares its own, a space's targets: "
                  "or --target override it). Medians are Kaplan–Meier estimates (where exactly half have reached it, "
