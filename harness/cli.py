@@ -86,8 +86,11 @@ def parser(prog: str = "run_benchmark.py") -> argparse.ArgumentParser:
 def plan_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="stbench plan", description="List every trial of a space as done / to run / failed and estimate the "
-        "wall time of what is left on this machine, without starting Ray.")
+        "wall time of what is left on this machine (or the Ray cluster at --address), without starting Ray.")
     _space_args(p)
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="plan for this running Ray cluster: its CPUs, GPUs and GPU models, read from it, nothing "
+                        "started ('auto' on a cluster node, or HOST:PORT; default: $RAY_ADDRESS, else this machine)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
@@ -231,7 +234,7 @@ def _plan(args) -> int:
         space = decide.budget_space(space, decide.config(space).budget)
     plan = make_plan(space, select_by=selection(args), results_dir=Path(args.results_dir),
                      data_dir=resolve_data_dir(args.data_dir), retry_errored=args.retry_errored,
-                     max_concurrent=args.max_concurrent)
+                     max_concurrent=args.max_concurrent, address=args.address)
     lines = []
     if decided:
         from .store import ResultsStore

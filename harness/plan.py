@@ -21,7 +21,7 @@ import pandas as pd
 from . import plugins
 from .data import DATASETS, ImageSplits
 from .data.cub import FOLDER as CUB_FOLDER
-from .driver import done_statuses, select, stack_device
+from .driver import cluster_address, done_statuses, ray_connection, select, stack_device
 from .errors import UserError
 from .progress import duration
 from .provenance import cpu_model, hardware_label
@@ -55,8 +55,9 @@ class Plan:
     stacks: int
     wall_s: float | None
     source: str  # how the epoch times were obtained
-    hardware: str
+    hardware: str  # the device the epoch times hold for (a hardware label: "GPU NVIDIA H200", "CPU AMD EPYC")
     notes: list[str] = field(default_factory=list)
+    runs_on: str = "this machine"  # where the slots are: this machine, or the Ray cluster at --address
 
     def counts(self) -> dict[str, int]:
         out = {"done": 0, "to run": 0, "failed": 0}
@@ -67,7 +68,7 @@ class Plan:
     def to_json(self) -> str:
         return json.dumps({"space": self.space, "counts": self.counts(), "slots": self.slots,
                            "stacked_trials": self.stacks, "wall_s": self.wall_s, "estimate_source": self.source,
-                           "hardware": self.hardware, "notes": self.notes, "trials": [asdict(t) for t in self.trials]},
+                           "hardware": self.hardware, "runs_on": self.runs_on, "notes": self.notes, "trials": [asdict(t) for t in self.trials]},
                           indent=2)
 
     def to_text(self) -> str:
@@ -87,13 +88,16 @@ class Plan:
         else:
             stacked = f" as {self.stacks} stacked trials" if self.stacks < c["to run"] else ""
             lines.append(f"estimate: about {duration(self.wall_s)} of wall time for {c['to run']} trials{stacked} "
-                         f"on {self.slots} concurrent slot(s), {self.hardware}; epoch times {self.source}")
+                         f"on {self.slots} concurrent slot(s) of {self.runs_on}")
+            lines.append(f"it holds for {self.hardware}: epoch times {self.source}")
             lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
 def make_plan(space: SearchSpace, *, select_by: dict, results_dir: Path, data_dir: Path, retry_errored: bool = False,
-              max_concurrent: int | None = None, estimate: bool = True) -> Plan:
+              max_concurrent: int | None = None, estimate: bool = True, address: str | None = None) -> Plan:
+    """``address`` (else ``$RAY_ADDRESS``): plan for that running Ray cluster's slots and devices, read from it
+    (nothing is started there); without one, for this machine, as a local run."""
     trials = select(space.trials(_tuned_values(space, results_dir)), **select_by)
     # a model that cannot take its dataset's input is refused here as in a run (one forward pass on meta tensors)
     plugins.check_inputs(plugins.pairs_to_check(trials), stack=space.stack_sizes(stack_device(space)))
@@ -110,17 +114,17 @@ def make_plan(space: SearchSpace, *, select_by: dict, results_dir: Path, data_di
     pending = [t for t in trials if t.trial_id not in done]
     device = stack_device(space)
     units = group_seeds(pending, space.stack_sizes(device))
-    slots = _slots(space, max_concurrent)
+    target = cluster_address(address)
+    devices = cluster_devices(target) if target and pending and estimate else local_devices(device == "cuda")
+    slots = _slots(space, max_concurrent, devices)
     hardware = _hardware(device)
-    plan = Plan(space.name, planned, slots, len(units), None, "", hardware)
+    plan = Plan(space.name, planned, slots, len(units), None, "", hardware, runs_on=devices.where)
     if not pending or not estimate:
         return plan
     if space.tune is not None:
         plan.notes.append("the tuning stage runs first and is not included in the estimate")
-    if device == "cuda" and not hardware.startswith("GPU"):
-        plan.notes.append(f"the space asks for {space.resources.gpu:g} GPU per trial and this machine has none: the "
-                          f"estimate holds for {hardware}, not for the GPUs a run would use; run plan on a GPU node")
-    per_epoch, plan.source = _epoch_seconds(space, pending, store, store_trials, data_dir, hardware, plan.notes)
+    per_epoch, plan.source, plan.hardware = _epoch_seconds(space, pending, store, store_trials, data_dir, hardware,
+                                                           devices, plan.notes)
     if per_epoch is None:
         return plan
     by_id = {p.trial_id: p for p in planned}
@@ -145,19 +149,74 @@ def _pack(durations: list[float], slots: int) -> float:
     return max(load)
 
 
-def _slots(space: SearchSpace, max_concurrent: int | None) -> int:
+@dataclass(frozen=True)
+class Devices:
+    """What a run would train on: this machine, or a running Ray cluster read at plan time. GPU models as
+    each source names them: torch's device name here, Ray's ``accelerator_type`` on a cluster (``H200``)."""
+    where: str
+    cpus: float
+    gpus: float
+    gpu_models: tuple[str, ...] = ()
+    cpu_model: str | None = None  # known here only: Ray does not report its nodes' CPU models
+
+
+def local_devices(gpu: bool) -> Devices:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    slots = max(1, math.floor(cpus / space.resources.cpu + 1e-9))
-    if space.resources.gpu > 0:
+    gpus, models = 0, ()
+    if gpu:
         import torch  # lazy: plan reads the store before it needs torch or Optuna, and often never does
 
         gpus = torch.cuda.device_count()
-        slots = min(slots, max(1, math.floor(gpus / space.resources.gpu + 1e-9)))
+        models = tuple(sorted({torch.cuda.get_device_name(i) for i in range(gpus)}))
+    return Devices("this machine", cpus, gpus, models, cpu_model())
+
+
+def cluster_devices(address: str) -> Devices:
+    """The alive nodes of the Ray cluster at ``address``, read by joining it for a moment as a driver that
+    starts nothing there (an unreachable address is the run's one-line error, in seconds)."""
+    import ray  # lazy: only planning for a cluster needs Ray
+
+    with ray_connection(address, verbose=0):
+        return describe_cluster(address, [n for n in ray.nodes() if n.get("Alive")])
+
+
+def describe_cluster(address: str, nodes: list[dict]) -> Devices:
+    """``ray.nodes()`` entries → the cluster's CPUs, GPUs and GPU models (Ray's ``accelerator_type:X``)."""
+    cpus = sum(n["Resources"].get("CPU", 0.0) for n in nodes)
+    gpus = sum(n["Resources"].get("GPU", 0.0) for n in nodes)
+    models = tuple(sorted({k.split(":", 1)[1] for n in nodes for k in n["Resources"]
+                           if k.startswith("accelerator_type:")}))
+    kinds = f" ({', '.join(models)})" if models else ""
+    return Devices(f"the Ray cluster at {address}: {len(nodes)} node(s), {cpus:g} CPUs, {gpus:g} GPUs{kinds}",
+                   cpus, gpus, models)
+
+
+def run_hardware(device: str, devices: Devices) -> list[str]:
+    """The hardware labels the run's epochs would be timed on, as far as the plan knows them ([]: unknown)."""
+    if device == "cuda":
+        return [f"GPU {m}" for m in devices.gpu_models]
+    return [hardware_label("cpu", devices.cpu_model, None)] if devices.cpu_model else []
+
+
+def same_hardware(stored: str, wanted: str) -> bool:
+    """A stored trial's label is the wanted device's: equal, or (a cluster's GPU, named by Ray's short
+    accelerator type, ``GPU H200``) its model inside the full name torch recorded (``GPU NVIDIA H200``)."""
+    norm = lambda label: "".join(c for c in label.upper() if c.isalnum())  # noqa: E731
+    kind, _, model = wanted.partition(" ")
+    return stored == wanted or (stored.startswith(kind + " ") and bool(model) and norm(model) in norm(stored))
+
+
+def _slots(space: SearchSpace, max_concurrent: int | None, devices: Devices) -> int:
+    """Trials at once, as Ray Tune packs them: the CPUs and GPUs over what each trial asks for (on a cluster,
+    its totals, as if one pool: a trial that fits no single node is the run's concern)."""
+    slots = max(1, math.floor(devices.cpus / space.resources.cpu + 1e-9))
+    if space.resources.gpu > 0:
+        slots = min(slots, max(1, math.floor(devices.gpus / space.resources.gpu + 1e-9)))
     return min(slots, max_concurrent) if max_concurrent else slots
 
 
 def _hardware(device: str) -> str:
-    """This machine's label for ``device``, the same as its trials' rows will get."""
+    """This machine's label for ``device``, the same as its trials' rows will get (where a calibration runs)."""
     if device == "cuda":
         import torch  # lazy: plan reads the store before it needs torch or Optuna, and often never does
 
@@ -191,8 +250,9 @@ def _tuned_values(space: SearchSpace, results_dir: Path) -> dict | None:
     return out
 
 
-def _epoch_seconds(space, pending: list[Trial], store, store_trials, data_dir, hardware, notes):
-    """(architecture, dataset) → seconds per epoch (training + evaluation), and where the figures came from."""
+def _epoch_seconds(space, pending: list[Trial], store, store_trials, data_dir, here: str, devices: Devices, notes):
+    """(architecture, dataset) → seconds per epoch (training + evaluation), where the figures came from, and the
+    hardware they hold for: the store's epochs on the hardware the run would use, else a calibration here."""
     sizes = {}
     for name in sorted({t.dataset for t in pending}):
         training = space.training_for(name)
@@ -202,27 +262,65 @@ def _epoch_seconds(space, pending: list[Trial], store, store_trials, data_dir, h
             n_train = published_train_size(DATASETS[name])
             if n_train is None:
                 notes.append(f"{name}: {str(e).splitlines()[0]}")
-                return None, ""
+                return None, "", here
             notes.append(f"data not found for {name} ({str(e).splitlines()[0]}); estimated from its declared "
                          f"shape {'×'.join(map(str, DATASETS[name].in_shape))}, {DATASETS[name].num_classes} "
                          f"outputs and its published {n_train:,} training images")
         fit = min(training.train_limit or n_train, n_train - training.val_size)
         sizes[name] = (fit, 2 * min(training.val_size, fit))  # validation + train-eval images per epoch
-    stored = _stored_rates(store, store_trials, hardware)
+    holds = _stored_hardware(space, store_trials, here, devices, notes)
+    stored = _stored_rates(store, store_trials, holds)
     out, calibrated = {}, []
     for t in {(t.architecture, t.dataset): t for t in pending}.values():
         fit, evaluated = sizes[t.dataset]
         rate = stored.get((t.architecture, t.dataset, t.training.batch_size))
         if rate is None:
-            rate = _calibrate(t, space.resources.cpu, data_dir)
+            rate = _calibrate(t, space.resources.cpu, here)
             calibrated.append(t.architecture)
         train_s, eval_s = rate
         out[(t.architecture, t.dataset)] = fit * train_s + evaluated * eval_s
+    wanted = run_hardware(stack_device(space), devices)
+    if calibrated and wanted and not any(same_hardware(here, w) for w in wanted):
+        notes.append(f"the run would train on {' / '.join(wanted)}, and the store has no epochs of "
+                     f"{'it' if len(wanted) == 1 else 'them'} for {', '.join(sorted(set(calibrated)))}: those times "
+                     f"are calibrated here, on {here}, and will differ there")
     if not calibrated:
-        return out, "from this hardware's epochs already in the store"
+        where = "this hardware's" if holds == here else f"{holds}'s"
+        return out, f"from {where} epochs already in the store", holds
     if len(calibrated) == len(out):
-        return out, f"from a calibration of {CALIBRATION_STEPS} training steps per architecture"
-    return out, (f"from the store where it has them, else a calibration ({', '.join(sorted(set(calibrated)))})")
+        return out, f"from a calibration of {CALIBRATION_STEPS} training steps per architecture", here
+    return out, (f"from the store's epochs on {holds} where it has them, else a calibration here "
+                 f"({', '.join(sorted(set(calibrated)))})"), (holds if holds == here else f"{holds} and {here}")
+
+
+def _stored_hardware(space, store_trials, here: str, devices: Devices, notes) -> str:
+    """Whose stored epochs to scale: the hardware the run would use when the store has epochs of it, else
+    (a GPU asked for, none here and none named) the store's one GPU model, else this machine's."""
+    labels = sorted(_labels(store_trials))
+    wanted = run_hardware(stack_device(space), devices)
+    match = next((label for w in wanted for label in labels if same_hardware(label, w)), None)
+    if match is not None:
+        return match
+    if stack_device(space) == "cuda" and not here.startswith("GPU") and not wanted:
+        gpus = [label for label in labels if label.startswith("GPU ")]
+        if len(gpus) == 1:
+            notes.append(f"{devices.where} has no GPU: the times are scaled from the store's epochs on {gpus[0]}; "
+                         f"on another GPU model they differ")
+            return gpus[0]
+        notes.append(f"the space asks for {space.resources.gpu:g} GPU per trial and {devices.where} has none: the "
+                     f"estimate holds for {here}, not for the GPUs a run would use; plan on a GPU node, or pass "
+                     f"--address of the GPU cluster")
+    elif stack_device(space) == "cpu" and devices.cpu_model is None:
+        notes.append(f"Ray does not report the CPU model of {devices.where}: the times hold for {here}")
+    return here
+
+
+def _labels(store_trials) -> set[str]:
+    """The hardware labels of the store's benchmark trials."""
+    if store_trials is None or store_trials.empty:
+        return set()
+    t = store_trials[store_trials["stage"] == "benchmark"]
+    return {label for k in set(zip(t.device, t.cpu_model, t.gpu_model)) if (label := hardware_label(*k))}
 
 
 # The official training-split sizes of the datasets whose files may be absent when a user plans (a synthetic
@@ -277,20 +375,23 @@ def _batch_and_evaluated(config_json) -> tuple | None:
         return None
 
 
-def _calibrate(trial: Trial, cpus: float, data_dir) -> tuple[float, float]:
-    """Seconds per training image and per evaluated image: a few timed steps on random inputs."""
+def _calibrate(trial: Trial, cpus: float, here: str) -> tuple[float, float]:
+    """Seconds per training image and per evaluated image: a few timed steps on random inputs, on the device
+    ``here`` labels (this machine's GPU when the space asks for one and it has one, else its CPU)."""
     import torch  # lazy: plan reads the store before it needs torch or Optuna, and often never does
 
     from .train import Trainer
 
-    splits = _shape_only_splits(trial, data_dir)
+    device = "cuda" if here.startswith("GPU") else "cpu"
+    splits = _shape_only_splits(trial)
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cpus)))
     try:
-        trainer = Trainer(trial, splits, "cpu", test=False)
+        trainer = Trainer(trial, splits.to(device), device, test=False)
         batch = trial.training.batch_size
-        x = torch.randn(batch, *splits.in_shape)
-        y = splits.train_y[:1].expand(batch, *splits.train_y.shape[1:]).clone()
+        x = torch.randn(batch, *splits.in_shape, device=device)
+        y = splits.train_y[:1].expand(batch, *splits.train_y.shape[1:]).clone().to(device)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)  # GPU kernels run asynchronously
 
         def step():
             loss = trainer.task.loss(trainer._forward(x), y)
@@ -300,23 +401,27 @@ def _calibrate(trial: Trial, cpus: float, data_dir) -> tuple[float, float]:
 
         trainer.model.train()
         step()  # warm-up
+        sync()
         t0 = time.perf_counter()
         for _ in range(CALIBRATION_STEPS):
             step()
+        sync()
         train_s = (time.perf_counter() - t0) / (CALIBRATION_STEPS * batch)
         trainer.model.eval()
         with torch.inference_mode():
-            xe = torch.randn(4 * batch, *splits.in_shape)
+            xe = torch.randn(4 * batch, *splits.in_shape, device=device)
             trainer._forward(xe)
+            sync()
             t0 = time.perf_counter()
             trainer._forward(xe)
+            sync()
             eval_s = (time.perf_counter() - t0) / len(xe)
         return train_s, eval_s
     finally:
         torch.set_num_threads(threads)
 
 
-def _shape_only_splits(trial: Trial, data_dir):
+def _shape_only_splits(trial: Trial):
     """Splits of one zero image of the dataset's declared shape: what the trainer needs to build the model."""
     import torch  # lazy: plan reads the store before it needs torch or Optuna, and often never does
 

@@ -101,6 +101,13 @@ def test_benchmark_spreads_over_a_multi_node_cluster(tmp_path, mnist_root):
         trials = ResultsStore(results).trials()
         assert len(trials) == 6 and set(trials.status) == {"complete"} and verify(results)[0] == []
         assert trials.node_id.nunique() == 2  # the two worker nodes each ran trials (the head has no CPUs)
+        # planning for the cluster reads its slots from it (nothing started there)
+        plan = run_cli(["-m", "harness", "plan", "--space", space_file, "--results-dir", tmp_path / "empty",
+                        "--data-dir", mnist_root, "--address", cluster.address], script="", timeout=120)
+        assert plan.rc == 0, plan.stderr
+        assert (f"on 2 concurrent slot(s) of the Ray cluster at {cluster.address}: 3 node(s), 2 CPUs, 0 GPUs"
+                in plan.stdout), plan.stdout
+        assert f"note: Ray does not report the CPU model of the Ray cluster at {cluster.address}" in plan.stdout
         runs = read_runs(results / "wandb")
         assert sorted(i for r in runs for i in r.config["trial"]["ids"].values()) == sorted(trials.trial_id)
         assert all(r.summary.get("test_acc") is not None for r in runs)
