@@ -12,12 +12,21 @@ printed apart from the ratio. Repeats alternate the two sides, so load from othe
 
     python benchmarks/overhead.py                                        # quick: 4 short trials, ~1 minute
     python benchmarks/overhead.py --train-limit 55000 --epochs 3 --repeats 2   # trials of about 30 s
+    python benchmarks/overhead.py --trials 200 --train-limit 500 --epochs 1 --val-size 500 --test-limit 500 \
+        --repeats 1                                                     # 200 one-second trials: the sustained rate
+
+With 20 trials or more it also prints the sustained rate: trials per second over successive windows of the run
+(from the trials' finish times in the store) next to the plain loop's, and the driver process's CPU seconds per
+trial (Tune's loop, the callbacks, the store writes), to compare with Ray Tune's own scalability figure: 10,000
+one-second trials on one 16-CPU node in 715 s against 625 s ideal, +14 % (docs.ray.io, "Scalability and Overhead
+Benchmarks for Ray Tune").
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -69,6 +78,8 @@ def main(argv=None) -> int:
     p.add_argument("--architectures", default="convnet,stnet", help="cycled over the trials (seeds 0, 1, ...)")
     p.add_argument("--train-limit", type=int, default=4000, help="training images per epoch (55000: full MNIST)")
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--val-size", type=int, default=5000, help="validation images evaluated per epoch")
+    p.add_argument("--test-limit", type=int, default=10000, help="test images evaluated at the end of a trial")
     p.add_argument("--repeats", type=int, default=2, help="timed repeats per side (median reported)")
     p.add_argument("--threads", type=int, default=1, help="CPUs per trial = torch threads, both sides")
     p.add_argument("--wandb", choices=["offline", "disabled"], default="offline",
@@ -85,20 +96,21 @@ def main(argv=None) -> int:
     space = SearchSpace.model_validate({
         "name": "overhead", "architectures": archs, "datasets": {"mnist": {}},
         "training": {"epochs": args.epochs, "batch_size": 64, "lr": 0.01, "momentum": 0.5, "seeds": seeds,
-                     "val_size": 5000, "train_limit": args.train_limit, "test_limit": 10000, "stack": args.stack},
+                     "val_size": args.val_size, "train_limit": args.train_limit, "test_limit": args.test_limit,
+                     "stack": args.stack},
         "resources": {"cpu": args.threads, "gpu": gpu}, "wandb": {"mode": args.wandb},
     })
     trials = sorted(space.trials(), key=lambda t: (t.seed, archs.index(t.architecture)))  # the whole grid, unstacked
     data_dir = resolve_data_dir(args.data_dir)
     print(f"stbench overhead: {len(trials)} trials ({', '.join(archs)}; {args.epochs} epochs of {args.train_limit} "
-          f"images, validation 5000, test 10000), {args.repeats} repeats per side, {args.threads} CPU / torch "
+          f"images, validation {args.val_size}, test {args.test_limit}), {args.repeats} repeats per side, {args.threads} CPU / torch "
           f"thread(s) per trial, one trial at a time, device {pick_device()}, {os.cpu_count()} CPUs, harness W&B {args.wandb}"
           + (f", harness stacking {args.stack} seeds per Tune trial" if args.stack > 1 else ""))
 
     import ray
 
     tmp = Path(tempfile.mkdtemp(prefix="stbench-overhead-"))
-    rows, startups = [], []
+    rows, startups, rates, driver_cpu = [], [], [], []
     try:
         t0 = time.perf_counter()
         ray.init(address="local", num_cpus=max(args.threads, os.cpu_count() or 1), num_gpus=int(gpu),
@@ -110,12 +122,14 @@ def main(argv=None) -> int:
                 if side == "plain":
                     per_trial = plain_loop(trials, data_dir, args.threads)
                 else:
-                    started = time.time()
+                    started, cpu0 = time.time(), _cpu_seconds()
                     outcome = driver.run(space, "overhead benchmark", results_dir=tmp / f"results-{r}", data_dir=data_dir,
                                          max_concurrent=1, download=False, verbose=0)
                     if outcome.statuses != {"complete": len(trials)}:
                         raise SystemExit(f"harness trials did not all complete: {outcome.statuses}")
+                    driver_cpu.append(_cpu_seconds() - cpu0)
                     startups.append(first_training_start(tmp / f"results-{r}") - started)
+                    rates.append(finish_times(tmp / f"results-{r}"))
                 rows.append((r, side, time.perf_counter() - t0, per_trial if side == "plain" else None))
                 print(f"  repeat {r + 1} {side}: {rows[-1][2]:.1f} s", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
@@ -147,7 +161,44 @@ def main(argv=None) -> int:
               f"{(len(trials) * 30 + H - P) / (len(trials) * 30):.3f}x")
     print("(the plain loop paid its imports before its timer started and keeps its data and warmed-up kernels\n"
           " from one repeat to the next; each harness invocation starts a fresh trial process)")
+    cpu = statistics.median(driver_cpu)
+    print(f"driver process CPU (Tune's loop, callbacks, store writes, W&B hand-off): {cpu:.1f} s, "
+          f"{1000 * cpu / len(trials):.0f} ms per trial")
+    if len(trials) >= 20:
+        plain_per_trial = [per for _, side, _, per in rows if side == "plain"][0]
+        print_rates(rates[0], {(t.architecture, t.seed): x for t, x in zip(trials, plain_per_trial)})
     return 0
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process (the driver: Tune's loop and every callback run here)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def finish_times(results: Path) -> list[tuple[float, str, int]]:
+    """The harness trials' (finish time, architecture, seed), in the order they finished."""
+    from harness.store import ResultsStore
+
+    t = ResultsStore(results).trials()
+    return sorted((f.timestamp(), a, int(s)) for f, a, s in zip(t["finished_at"], t["architecture"], t["seed"]))
+
+
+def print_rates(finished: list[tuple[float, str, int]], plain: dict[tuple[str, int], float], windows: int = 4) -> None:
+    """Trials per second over successive windows of the run, against the plain loop's time for the same trials (Tune
+    runs them in its own order: architecture by architecture): a per-trial cost that grows with the number of
+    trials (Tune's bookkeeping, the store) shows as a rising ratio."""
+    n = len(finished)
+    edges = [round(i * n / windows) for i in range(windows + 1)]
+    print(f"\nsustained rate, one trial at a time ({n} trials; the first window starts at its first finish, after "
+          "the start-up):")
+    print(f"{'trials':<12} {'plain /s':>9} {'harness /s':>11} {'harness time / plain':>21}")
+    for a, b in zip(edges, edges[1:]):
+        lo = max(a, 1)  # each window's span starts at the finish before it (the first: at its own first finish)
+        span = finished[b - 1][0] - finished[lo - 1][0]
+        same = [plain[(arch, seed)] for _, arch, seed in finished[lo:b]]
+        harness, plain_rate = len(same) / span, len(same) / sum(same)
+        print(f"{f'{a + 1}-{b}':<12} {plain_rate:>9.2f} {harness:>11.2f} {plain_rate / harness:>20.3f}x")
 
 
 if __name__ == "__main__":
