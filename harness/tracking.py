@@ -10,7 +10,6 @@ says what happened. The API key is never logged, stored or printed.
 
 from __future__ import annotations
 
-import logging
 import netrc
 import os
 import sys
@@ -23,6 +22,7 @@ from ray import tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .trial import Stage, Trial
+from .wandb_writer import RunWriter, redact
 
 DEFAULT_PROJECT = "stbench"
 
@@ -57,11 +57,6 @@ def effective_mode(settings: WandbSettings) -> str:
              "logging offline instead, upload later with `wandb sync`")
         return "offline"
     return settings.mode
-
-
-def redact(text: str) -> str:
-    key = os.environ.get("WANDB_API_KEY")
-    return text.replace(key, "***") if key else text
 
 
 def warn(message: str) -> None:
@@ -198,61 +193,3 @@ class WandbCallback(tune.Callback):
             name, cause = next(iter(errors.items()))
             warn(f"W&B logging failed for trial {name or '(all)'} ({cause}); the benchmark goes on, the results "
                  f"store is complete" + (f"; {len(errors) - 1} more W&B failure(s) of this run not shown" if len(errors) > 1 else ""))
-
-
-class RunWriter:
-    """The logging actor: concurrent W&B runs in one process. Errors are collected, never raised, so a
-    W&B problem is reported once by the driver instead of as a traceback from an actor. After a run fails
-    to start, later runs are not attempted (an unreachable server would cost ``init_timeout`` each)."""
-
-    def __init__(self, env: dict[str, str]):
-
-        os.environ.update(env)  # before wandb is imported: it reads its settings from the environment
-
-        logging.getLogger("wandb").setLevel(logging.ERROR)
-        self.runs: dict = {}
-        self.names: dict[str, str] = {}
-        self.errors: dict[str, str] = {}
-
-    def _failed(self, key: str, e: BaseException) -> None:
-        lines = str(e).strip().splitlines()
-        self.errors.setdefault(self.names.get(key, key), redact(f"{type(e).__name__}: {lines[0] if lines else ''}"))
-
-    def start(self, key: str, name: str, kwargs: dict, settings: dict) -> None:
-        import wandb  # lazy, as every W&B import here: seconds to import, needed only in the logging actor
-
-        self.names[key] = name
-        if self.errors:
-            self.errors.setdefault(name, "not started after an earlier W&B failure")
-            return
-        try:
-            self.runs[key] = wandb.init(reinit="create_new", settings=wandb.Settings(**settings), **kwargs)
-        except BaseException as e:  # noqa: BLE001 - stays inside this process
-            self._failed(key, e)
-
-    def log(self, key: str, metrics: dict) -> None:
-        run = self.runs.get(key)
-        if run is not None:
-            try:
-                run.log(metrics)
-            except BaseException as e:  # noqa: BLE001
-                self._failed(key, e)
-
-    def finish(self, key: str, exit_code: int) -> None:
-        run = self.runs.pop(key, None)
-        if run is not None:
-            try:
-                run.finish(exit_code=exit_code)
-            except BaseException as e:  # noqa: BLE001
-                self._failed(key, e)
-
-    def close(self) -> dict[str, str]:
-        for key in list(self.runs):
-            self.finish(key, 1)  # trials the driver never saw end
-        try:
-            import wandb  # lazy, as every W&B import here: seconds to import, needed only in the logging actor
-
-            wandb.teardown()  # wait for W&B's service to write everything (offline: the .wandb files)
-        except BaseException as e:  # noqa: BLE001
-            self.errors.setdefault("", redact(f"{type(e).__name__}: {e}"))
-        return self.errors

@@ -94,3 +94,15 @@ def test_report_is_logged_to_a_w_and_b_run_of_its_own(tmp_path, capsys):
     figures = sorted((out / "figures").glob("*.png"))
     assert figures and all(logged[f"figure/{p.stem}/_type"] == "image-file" for p in figures)
     assert "accuracy" in run.summary["report_markdown"].lower()
+
+
+def test_the_logging_actor_class_loads_without_ray_or_torch():
+    """Ray imports the actor class's module in the logging process: it must not pull Ray Tune or torch in there
+    (seconds of CPU beside the first trial's start-up)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, harness.wandb_writer; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'torch', 'wandb', 'pandas', 'numpy'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
