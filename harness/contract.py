@@ -117,11 +117,12 @@ class TrainingSettings:
 
 # -- the epoch record ----------------------------------------------------------------------------------------
 def metric(*, stored: bool = False, shown: bool = False, averaged: bool = False, summed: bool = False,
-           default: Any = None) -> Any:
-    """A record field. ``stored``: a column of the store's epoch table; ``shown``: in Tune's table and W&B
-    (the seeds' mean, or their sum when ``summed``); ``averaged``: a tuning trial reports the seeds' mean."""
-    return field(default=default, metadata={"stored": stored, "shown": shown, "averaged": averaged,
-                                            "summed": summed})
+           column: str | None = None, default: Any = None) -> Any:
+    """A record field. ``stored``: a column of the store's epoch table; ``shown``: in every result Tune and W&B
+    get (the seeds' mean, or their sum when ``summed``); ``column``: also a column, so headed, of the table
+    ``--verbose`` prints (a shown metric); ``averaged``: a tuning trial reports the seeds' mean."""
+    return field(default=default, metadata={"stored": stored, "shown": shown or column is not None,
+                                            "averaged": averaged, "summed": summed, "column": column})
 
 
 EVERY_EPOCH = dict(stored=True, shown=True, averaged=True)
@@ -133,22 +134,22 @@ class EpochRecord:
 
     epoch: int = metric(stored=True)
     status: str = metric(default=Status.RUNNING.value)
-    train_loss: float = metric(**EVERY_EPOCH, default=math.nan)
+    train_loss: float = metric(**EVERY_EPOCH, column="train loss", default=math.nan)
     train_acc: float = metric(**EVERY_EPOCH, default=math.nan)
     val_loss: float = metric(**EVERY_EPOCH, default=math.nan)
-    val_acc: float = metric(**EVERY_EPOCH, default=math.nan)
+    val_acc: float = metric(**EVERY_EPOCH, column="val acc", default=math.nan)
     # the final weights in eval mode on training images: the overfitting gap's side
     train_eval_loss: float = metric(**EVERY_EPOCH, default=math.nan)
     train_eval_acc: float = metric(**EVERY_EPOCH, default=math.nan)
     train_time_s: float = metric(**EVERY_EPOCH, default=math.nan)
     eval_time_s: float = metric(**EVERY_EPOCH, default=math.nan)
-    images_per_s: float = metric(**EVERY_EPOCH, summed=True, default=math.nan)
+    images_per_s: float = metric(**EVERY_EPOCH, column="img/s", summed=True, default=math.nan)
     num_params: Optional[int] = metric()
     # set when the seed ends
     best_epoch: Optional[int] = metric()
     best_val_acc: Optional[float] = metric(shown=True)
     test_loss: Optional[float] = metric(shown=True)
-    test_acc: Optional[float] = metric(shown=True)
+    test_acc: Optional[float] = metric(column="test acc")
     test_time_s: Optional[float] = metric()
     diverged_epoch: Optional[int] = metric()
 
@@ -156,6 +157,11 @@ class EpochRecord:
     def names(cls, **flags: bool) -> tuple[str, ...]:
         """Field names whose metadata has every given flag set, in declaration order."""
         return tuple(f.name for f in dataclasses.fields(cls) if all(f.metadata.get(k) == v for k, v in flags.items()))
+
+    @classmethod
+    def columns(cls) -> dict[str, str]:
+        """name → heading of the metrics in the table ``--verbose`` prints, in declaration order."""
+        return {f.name: f.metadata["column"] for f in dataclasses.fields(cls) if f.metadata.get("column")}
 
     @classmethod
     def types(cls) -> dict[str, type]:

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import decide, plugins
+from .contract import EpochRecord
 from .data import DATASETS
 from .errors import UserError
 from .provenance import driver_provenance
@@ -271,8 +272,7 @@ class _Session:
                 callbacks=self.callbacks("benchmark", len(units), epochs), max_concurrent=max_concurrent,
                 checkpoints=2, columns=({"trial/architecture": "architecture", "trial/dataset": "dataset",
                                          "trial/seeds": "seeds"},
-                                        {"epoch": "epoch", "train_loss": "train loss", "val_acc": "val acc",
-                                         "test_acc": "test acc", "images_per_s": "img/s"}))
+                                        {"epoch": "epoch", **EpochRecord.columns()}))
             tuner.fit()
             finished = self.store.trials()
             finished = finished[finished["trial_id"].isin({t.trial_id for t in trials})]

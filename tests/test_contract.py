@@ -116,6 +116,10 @@ def test_the_store_epoch_table_progress_and_tuning_metrics_come_from_the_record(
                                    if c not in ("trial_id", "run_id", "architecture", "dataset", "seed", "stage",
                                                 "reported_at")]
     assert set(EpochRecord.names(averaged=True)) <= set(EpochRecord.names(stored=True))
+    # the table --verbose prints heads the record's column metrics, each also in every result Tune and W&B get
+    assert EpochRecord.columns() == {"train_loss": "train loss", "val_acc": "val acc", "images_per_s": "img/s",
+                                     "test_acc": "test acc"}
+    assert set(EpochRecord.columns()) <= set(EpochRecord.names(shown=True))
     a = EpochRecord(epoch=1, train_loss=1.0, val_acc=0.5, images_per_s=100.0, num_params=7)
     b = EpochRecord(epoch=1, train_loss=3.0, val_acc=0.7, images_per_s=50.0, num_params=7, status="complete")
     line = summarise({0: a, 1: b})
