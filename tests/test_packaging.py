@@ -14,6 +14,20 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def fresh_env(tmp_path: Path) -> Path:
+    """A fresh environment that sees the installed dependencies but not this checkout. Its dependencies are this
+    interpreter's own site-packages, named in a .pth file: ``venv --system-site-packages`` would expose the
+    *base* interpreter's instead, which inside a virtual environment lacks what the venv installed (torch...).
+    A path line in a .pth only extends sys.path: the outer editable install's finder is not loaded."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    inner = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    outer = [p for p in dict.fromkeys([*site.getsitepackages(), site.getusersitepackages()]) if Path(p).is_dir()]
+    (Path(inner) / "_outer_site_packages.pth").write_text("".join(f"{p}\n" for p in outer))
+    return venv
+
+
 @pytest.mark.slow
 def test_wheel_ships_the_spaces_and_plans_from_elsewhere(tmp_path, mnist_root):
     wheels = tmp_path / "wheels"
@@ -25,17 +39,8 @@ def test_wheel_ships_the_spaces_and_plans_from_elsewhere(tmp_path, mnist_root):
     assert {Path(n).name for n in names if n.startswith("harness/search_spaces/")} >= shipped
     assert "analysis/result_analysis.ipynb" in names
 
-    # A fresh environment that sees the installed dependencies but not this checkout. Its dependencies are this
-    # interpreter's own site-packages, named in a .pth file: ``venv --system-site-packages`` would expose the
-    # *base* interpreter's instead, which inside a virtual environment lacks what the venv installed (torch...).
-    # A path line in a .pth only extends sys.path: the outer editable install's finder is not loaded.
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    venv = fresh_env(tmp_path)
     python = venv / "bin" / "python"
-    inner = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                           capture_output=True, text=True, check=True).stdout.strip()
-    outer = [p for p in dict.fromkeys([*site.getsitepackages(), site.getusersitepackages()]) if Path(p).is_dir()]
-    (Path(inner) / "_outer_site_packages.pth").write_text("".join(f"{p}\n" for p in outer))
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True,
                    capture_output=True, timeout=300)
     elsewhere = tmp_path / "elsewhere"
@@ -61,8 +66,7 @@ def test_own_model_example_runs_from_an_installed_wheel(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(REPO), "-w", str(wheels)],
                    check=True, capture_output=True, timeout=300)
     (wheel,) = wheels.glob("stbench-*.whl")
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    venv = fresh_env(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}  # not this checkout
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True,
                    capture_output=True, timeout=300, env=env)
