@@ -17,13 +17,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import plugins
 from .data import DATASETS, ImageSplits
 from .data.cub import FOLDER as CUB_FOLDER
 from .driver import cluster_address, done_statuses, ray_connection, select, stack_device
 from .errors import UserError
-from .progress import duration
+from .durations import duration
 from .provenance import cpu_model, hardware_label
 from .space import SearchSpace
 from .store import ResultsStore
@@ -347,17 +349,19 @@ def _stored_rates(store: ResultsStore | None, trials, hardware: str) -> dict:
     trials = trials[[labels[k] == hardware for k in zip(trials.device, trials.cpu_model, trials.gpu_model)]]
     if trials.empty:
         return {}
-    epochs = store.read("epochs", columns=["trial_id", "images_per_s", "eval_time_s"])
-    epochs = epochs[epochs["trial_id"].isin(set(trials["trial_id"]))]
-    if epochs.empty:
+    # filtered in Arrow, grouped on plain object strings: pandas' Arrow-backed strings iterate per element
+    epochs = store.read_arrow("epochs", columns=["trial_id", "images_per_s", "eval_time_s"])
+    epochs = epochs.filter(pc.is_in(epochs["trial_id"], value_set=pa.array(trials["trial_id"].unique(), pa.string())))
+    if not len(epochs):
         return {}
-    per_trial = pd.DataFrame({"trial_id": epochs["trial_id"], "train_s": 1 / epochs["images_per_s"],
-                              "eval_s": epochs["eval_time_s"]}).groupby("trial_id").median()
+    column = lambda name: epochs[name].to_numpy(zero_copy_only=False)  # noqa: E731
+    per_trial = pd.DataFrame({"trial_id": column("trial_id").astype(object), "train_s": 1 / column("images_per_s"),
+                              "eval_s": column("eval_time_s")}).groupby("trial_id").median()
     configs = {c: _batch_and_evaluated(c) for c in set(trials["config_json"])}  # clones share a few configurations
     known = trials[[configs[c] is not None for c in trials["config_json"]]]
     if known.empty:
         return {}
-    rows = pd.DataFrame({"trial_id": known["trial_id"], "architecture": known["architecture"],
+    rows = pd.DataFrame({"trial_id": known["trial_id"].to_numpy(object), "architecture": known["architecture"],
                          "dataset": known["dataset"], "batch": [configs[c][0] for c in known["config_json"]],
                          "evaluated": [configs[c][1] for c in known["config_json"]]}).join(per_trial, on="trial_id",
                                                                                             how="inner")

@@ -11,14 +11,7 @@ import time
 
 from ray import tune
 
-
-def duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+from .durations import duration
 
 
 class ProgressCallback(tune.Callback):

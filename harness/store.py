@@ -298,9 +298,13 @@ class ResultsStore:
         """A whole table as a DataFrame with the store's columns, or only ``columns`` (empty, with columns, if
         nothing is stored): packs and loose files together, a loose row superseding a packed one of the same
         trial (and epoch)."""
+        return self.read_arrow(table, columns).to_pandas()
+
+    def read_arrow(self, table: str, columns: list[str] | None = None) -> pa.Table:
+        """``read`` as an Arrow table, for readers that filter and group at scale (no pandas strings)."""
         for attempt in range(3):
             try:
-                return self._read_arrow(table, columns).to_pandas()
+                return self._read_arrow(table, columns)
             except FileNotFoundError:  # a compaction (another process) deleted a loose file after it was listed
                 if attempt == 2:
                     raise

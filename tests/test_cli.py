@@ -125,7 +125,8 @@ def test_run_records_overrides_and_plan_sees_the_store(mnist_root, tmp_path, cap
 def test_progress_line_counts_trials_and_epochs_and_stops_the_eta_when_all_ended():
     import io
 
-    from harness.progress import ProgressCallback, duration
+    from harness.durations import duration
+    from harness.progress import ProgressCallback
 
     p = ProgressCallback("benchmark", total_trials=3, total_epochs=9, stream=io.StringIO())
     p.first_result, p.epochs, p.done, p.running = p.started, {"a": 3, "b": 1}, {"a"}, {"b"}

@@ -80,3 +80,18 @@ def test_a_clusters_gpus_are_matched_to_stored_epochs_by_rays_accelerator_type()
     assert run_hardware("cuda", cluster) == ["GPU H200"] and run_hardware("cpu", cluster) == []  # CPU model unknown
     assert same_hardware("GPU NVIDIA H200", "GPU H200") and same_hardware("CPU AMD EPYC", "CPU AMD EPYC")
     assert not same_hardware("GPU NVIDIA H100 80GB HBM3", "GPU H200") and not same_hardware("CPU H200", "GPU H200")
+
+
+def test_plan_loads_no_ray(tmp_path):
+    """Planning happens before a cluster is booked: it reads the store and the space, never Ray Tune (whose
+    import was 0.9 s of a plan's start-up, through the progress line's duration format)."""
+    import subprocess
+    import sys
+
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    code = ("import sys; from harness.cli import stbench; "
+            f"rc = stbench(['plan', '--space', 'tiny', '--data-dir', {str(empty)!r}, '--results-dir', {str(tmp_path / 'r')!r}]); "
+            "print(rc, sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'optuna', 'wandb'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "0 []", out
