@@ -2,6 +2,10 @@
 
 * plain: ``for trial in trials: Trainer(trial, load_splits(trial, data_dir)).run()`` in this process, with
   as many torch threads as a trial gets CPUs; nothing is saved.
+* script: the same plain loop as a fresh Python process (``overhead.py --plain-once``), timed from its start to
+  its exit: what a training script of one's own costs when run from the shell (Python, torch and the data
+  loaded, torch's first-use imports paid again), the like-for-like baseline for a harness invocation, which
+  also starts a fresh trial process.
 * harness: ``harness.driver.run`` on a local Ray started by this script: Ray Tune, one actor at a time
   (``max_concurrent=1``, so both sides do the same sequential work), a checkpoint and a report per epoch,
   the store callback, the Parquet store, the best weights and an offline W&B run per trial (``--wandb
@@ -29,6 +33,7 @@ import os
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -88,6 +93,8 @@ def main(argv=None) -> int:
                    help="the harness side stacks this many seeds per Tune trial (Training.stack; the plain side "
                         "trains seeds one by one)")
     p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $STBENCH_DATA_DIR or ./datasets)")
+    p.add_argument("--plain-once", action="store_true", help=argparse.SUPPRESS)  # the script side's process
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
 
     archs = args.architectures.split(",")
@@ -102,6 +109,9 @@ def main(argv=None) -> int:
     })
     trials = sorted(space.trials(), key=lambda t: (t.seed, archs.index(t.architecture)))  # the whole grid, unstacked
     data_dir = resolve_data_dir(args.data_dir)
+    if args.plain_once:  # the script side: the plain loop once in this fresh process, nothing printed
+        plain_loop(trials, data_dir, args.threads)
+        return 0
     print(f"stbench overhead: {len(trials)} trials ({', '.join(archs)}; {args.epochs} epochs of {args.train_limit} "
           f"images, validation {args.val_size}, test {args.test_limit}), {args.repeats} repeats per side, {args.threads} CPU / torch "
           f"thread(s) per trial, one trial at a time, device {pick_device()}, {os.cpu_count()} CPUs, harness W&B {args.wandb}"
@@ -117,10 +127,13 @@ def main(argv=None) -> int:
                  include_dashboard=False, configure_logging=False, log_to_driver=False, _temp_dir=str(tmp / "ray"))
         startup = time.perf_counter() - t0
         for r in range(args.repeats):
-            for side in (("plain", "harness") if r % 2 == 0 else ("harness", "plain")):
+            for side in (("plain", "harness", "script") if r % 2 == 0 else ("script", "harness", "plain")):
                 t0 = time.perf_counter()
                 if side == "plain":
                     per_trial = plain_loop(trials, data_dir, args.threads)
+                elif side == "script":
+                    subprocess.run([sys.executable, __file__, *argv, "--data-dir", str(data_dir), "--plain-once"],
+                                   check=True, stdout=subprocess.DEVNULL)
                 else:
                     started, cpu0 = time.time(), _cpu_seconds()
                     outcome = driver.run(space, "overhead benchmark", results_dir=tmp / f"results-{r}", data_dir=data_dir,
@@ -142,16 +155,22 @@ def main(argv=None) -> int:
 
     plain = [s for _, side, s, _ in rows if side == "plain"]
     harness = [s for _, side, s, _ in rows if side == "harness"]
+    script = [s for _, side, s, _ in rows if side == "script"]
     trial_s = statistics.median(x for _, side, _, per in rows if side == "plain" for x in per)
     P, H = statistics.median(plain), statistics.median(harness)
     overhead = (H - P) / len(trials)
-    print(f"\n{'repeat':<8} {'plain s':>9} {'harness s':>10} {'ratio':>7}")
+    X = statistics.median(script)
+    print(f"\n{'repeat':<8} {'plain s':>9} {'harness s':>10} {'ratio':>7} {'script s':>9} {'harness / script':>17}")
     for r in range(args.repeats):
-        print(f"{r + 1:<8} {plain[r]:>9.1f} {harness[r]:>10.1f} {harness[r] / plain[r]:>6.3f}x")
-    print(f"{'median':<8} {P:>9.1f} {H:>10.1f} {H / P:>6.3f}x   <- harness / plain wall time")
+        print(f"{r + 1:<8} {plain[r]:>9.1f} {harness[r]:>10.1f} {harness[r] / plain[r]:>6.3f}x {script[r]:>9.1f} "
+              f"{harness[r] / script[r]:>16.3f}x")
+    print(f"{'median':<8} {P:>9.1f} {H:>10.1f} {H / P:>6.3f}x {X:>9.1f} {H / X:>16.3f}x   <- harness / plain wall time")
     print(f"\nmedian trial (plain): {trial_s:.1f} s; harness overhead per trial: {overhead:+.2f} s")
     print(f"Ray start-up (ray.init): {startup:.1f} s, shut-down: {shutdown:.1f} s, once per invocation, not in the ratio;"
           f" with them: {(H + startup + shutdown) / P:.3f}x")
+    print(f"script: the plain loop as a fresh process (a script of one's own from the shell: Python, torch, the data and "
+          f"torch's first-use imports each time), from its start to its exit: {X:.1f} s; harness / script: {H / X:.3f}x, "
+          f"with Ray's start-up and shut-down {(H + startup + shutdown) / X:.3f}x")
     S = statistics.median(startups)
     print(f"of which start-up, until the first trial trains: {S:.1f} s, once per invocation (Tune's set-up, the trial "
           f"process's start, its Python, Ray and torch imports); after it: {(H - S - P) / len(trials):+.2f} s per "

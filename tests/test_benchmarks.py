@@ -43,6 +43,7 @@ def test_overhead_prints_the_ratio_and_rays_start_up_apart(mnist_root):
     assert "<- harness / plain wall time" in out
     assert "Ray start-up (ray.init)" in out
     assert "of which start-up, until the first trial trains" in out
+    assert re.search(r"harness / script: [\d.]+x", out)  # against the same loop as a fresh process too
 
 
 def test_gpu_check_runs_on_a_cpu_in_its_quick_mode(mnist_root):
