@@ -354,7 +354,7 @@ def _stored_rates(store: ResultsStore | None, trials, hardware: str) -> dict:
     epochs = epochs.filter(pc.is_in(epochs["trial_id"], value_set=pa.array(trials["trial_id"].unique(), pa.string())))
     if not len(epochs):
         return {}
-    column = lambda name: epochs[name].to_numpy(zero_copy_only=False)  # noqa: E731
+    column = lambda name: pd.Series(epochs[name].to_numpy(zero_copy_only=False))  # noqa: E731
     per_trial = pd.DataFrame({"trial_id": column("trial_id").astype(object), "train_s": 1 / column("images_per_s"),
                               "eval_s": column("eval_time_s")}).groupby("trial_id").median()
     configs = {c: _batch_and_evaluated(c) for c in set(trials["config_json"])}  # clones share a few configurations
