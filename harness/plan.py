@@ -361,7 +361,7 @@ def _stored_rates(store: ResultsStore | None, trials, hardware: str) -> dict:
     known = trials[[configs[c] is not None for c in trials["config_json"]]]
     if known.empty:
         return {}
-    rows = pd.DataFrame({"trial_id": known["trial_id"].to_numpy(object), "architecture": known["architecture"],
+    rows = pd.DataFrame({"trial_id": known["trial_id"], "architecture": known["architecture"],
                          "dataset": known["dataset"], "batch": [configs[c][0] for c in known["config_json"]],
                          "evaluated": [configs[c][1] for c in known["config_json"]]}).join(per_trial, on="trial_id",
                                                                                             how="inner")

@@ -392,7 +392,7 @@ class ResultsStore:
         if not files:
             return 0
         rows = _read_files(files, pa.schema([TRIALS.field("status")]))
-        return int(pc.sum(pc.is_in(rows["status"], pa.array(list(FINISHED)))).as_py() or 0)
+        return int(pc.sum(_finished(rows)).as_py() or 0)
 
     def compact_if_many(self, at: int = COMPACT_AT) -> dict | None:
         """What a run does at its end (under its lock): compact once ``at`` finished trials lie loose."""
@@ -410,7 +410,7 @@ class ResultsStore:
         leftovers = self._delete_leftovers(packed)
         files, _ = _loose_files(self.root / "trials", "trials")
         trials = _read_files(files, TRIALS)
-        finished = trials.filter(pc.is_in(trials["status"], pa.array(list(FINISHED))))
+        finished = trials.filter(_finished(trials))
         # only rows in the file named after their trial: that file is the one deleted once they are packed
         finished = finished.filter(pc.is_in(finished["trial_id"], pa.array([f.stem for f in files], pa.string())))
         finished = finished.filter(pc.invert(pc.is_in(finished["trial_id"], pa.array(sorted(packed), pa.string()))))
@@ -559,6 +559,11 @@ def _read_files(files: list[Path], schema: pa.Schema) -> pa.Table:
         table = ds.dataset([str(f) for f in batch], format="parquet", schema=schema).to_table()
         parts.append(table.combine_chunks() if len(batch) > 1 else table)  # one chunk, not one per file
     return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+
+
+def _finished(rows: pa.Table) -> pa.Array:
+    """Which rows of a trials table (or of its ``status`` column) belong to finished trials."""
+    return pc.is_in(rows["status"], value_set=pa.array(list(FINISHED)))
 
 
 def _superseded(older: pa.Table, newer: pa.Table, table: str, names: set[str]) -> pa.Table:
@@ -742,7 +747,7 @@ def find_damage(root: str | os.PathLike) -> list[tuple[str, str]]:
             continue  # remote storage is not probed here; tuning trials never resume from a pointer
         if finished is None:
             rows = _read_files(trial_files, pa.schema([TRIALS.field("trial_id"), TRIALS.field("status")]))
-            finished = set(rows.filter(pc.is_in(rows["status"], pa.array(list(FINISHED))))["trial_id"].to_pylist())
+            finished = set(rows.filter(_finished(rows))["trial_id"].to_pylist())
         members = pointer.get("members") or [path.stem]  # a seed-stacked trial points for all its seeds
         if not set(members) <= finished and not Path(local).exists():
             shown = os.path.relpath(local, root) if Path(local).is_relative_to(root.resolve()) else local
