@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from ray_cluster import free_port
+
 PACKAGES = ("slurm-wlm", "munge")
 
 
@@ -25,12 +27,6 @@ def available() -> str | None:
         if subprocess.run(cmd, env=env, capture_output=True, timeout=900).returncode != 0:
             return f"`{' '.join(cmd)}` failed"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _munge_works() -> bool:
@@ -60,7 +56,7 @@ class SlurmCluster:
             (self.folder / d).mkdir(exist_ok=True)
         self.conf.write_text("\n".join([
             "ClusterName=stbenchtest", f"SlurmctldHost={host}", "SlurmUser=root", "SlurmdUser=root",
-            "AuthType=auth/munge", f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
+            "AuthType=auth/munge", f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}",
             f"StateSaveLocation={self.folder}/state", f"SlurmdSpoolDir={self.folder}/spool",
             f"SlurmctldPidFile={self.folder}/slurmctld.pid", f"SlurmdPidFile={self.folder}/slurmd.pid",
             f"SlurmctldLogFile={self.folder}/ctld.log", f"SlurmdLogFile={self.folder}/d.log",
