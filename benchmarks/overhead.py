@@ -51,6 +51,7 @@ from harness import driver  # noqa: E402
 from harness.data.base import resolve_data_dir  # noqa: E402
 from harness.space import SearchSpace  # noqa: E402
 from harness.train import Trainer, load_splits, pick_device  # noqa: E402
+from harness.errors import run_reporting_user_errors  # noqa: E402
 
 
 def plain_loop(trials: list, data_dir: Path, threads: int) -> list[float]:
@@ -221,4 +222,4 @@ def print_rates(finished: list[tuple[float, str, int]], plain: dict[tuple[str, i
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_reporting_user_errors(main))

@@ -50,6 +50,7 @@ from harness.provenance import cpu_model  # noqa: E402
 from harness.contract import DEFAULT_STACK  # noqa: E402
 from harness.runner import make_runner  # noqa: E402
 from harness.trial import Trial  # noqa: E402
+from harness.errors import run_reporting_user_errors  # noqa: E402
 
 try:
     import psutil  # a Ray dependency; the GPU check may run where it is missing
@@ -394,4 +395,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_reporting_user_errors(main))
